@@ -1,0 +1,134 @@
+"""RAMLitModule: one shared step for train / val / test, Monte Carlo copies, the seed's optimiser."""
+
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import ConfusionMatrix, MeanMetric
+
+from .baselines import ConvNet, FullyConnected
+from .losses import hybrid_loss
+from .model import RAMOutput, RecurrentAttention
+
+NETS = {"ram": RecurrentAttention, "fc": FullyConnected, "conv": ConvNet}
+STAGES = ("train", "val", "test")
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (base seed, step, rank...), so every step has its own stream."""
+    s = 0x9E3779B97F4A7C15
+    for p in parts:
+        s = (s ^ (int(p) + 0x9E3779B97F4A7C15 + (s << 6) + (s >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return s & 0x7FFFFFFFFFFFFFFF
+
+
+def build_net(net: dict, in_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    kwargs = dict(net)
+    kind = kwargs.pop("kind", "ram")
+    if kind not in NETS:
+        raise ValueError(f"model kind must be one of {sorted(NETS)}, got {kind!r}")
+    return NETS[kind](tuple(in_shape), num_classes, **kwargs)
+
+
+class RAMLitModule(pl.LightningModule):
+    def __init__(
+        self,
+        net: dict,
+        in_shape: tuple[int, int, int],
+        num_classes: int = 10,
+        lr: float = 1e-3,
+        lr_decay: float = 0.97,
+        lr_min: float = 1e-4,
+        weight_decay: float = 0.0,
+        mc_train: int = 1,
+        mc_eval: int = 10,
+        reinforce_weight: float = 1.0,
+        baseline_weight: float = 1.0,
+        seed: int = 0,
+        compile: bool = False,
+        recipe: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(net, DictConfig):
+            net = OmegaConf.to_container(net, resolve=True)
+        if isinstance(recipe, DictConfig):
+            recipe = OmegaConf.to_container(recipe, resolve=True)
+        in_shape = tuple(int(v) for v in in_shape)
+        # Plain values only: the checkpoint alone rebuilds the model (recipe: how the inputs were made).
+        self.save_hyperparameters(
+            {**locals(), "net": net, "in_shape": in_shape, "recipe": recipe}, ignore=["self", "__class__"]
+        )
+        self.net = build_net(net, in_shape, num_classes)
+        names = ["train_err", "val_err", "val_err_mc", "test_err", "test_err_mc"]
+        self.errors = torch.nn.ModuleDict({n: MeanMetric() for n in names})  # in percent
+        self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
+        self._compiled = torch.compile(self.net) if compile else None
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> RAMOutput:
+        if self._compiled is not None:
+            try:
+                return self._compiled(x, **kwargs)
+            except Exception as err:  # compilation needs a working toolchain; eager always works
+                warnings.warn(
+                    f"torch.compile failed ({type(err).__name__}: {err}); running eagerly", stacklevel=2
+                )
+                self._compiled = None
+        return self.net(x, **kwargs)
+
+    def _generator(self, x: torch.Tensor, stage: str, batch_idx: int) -> torch.Generator:
+        # Sampling noise is a function of (seed, stage, step), so a resumed run draws what it would have.
+        step = self.global_step if stage == "train" else batch_idx
+        seed = mix_seed(self.hparams.seed, STAGES.index(stage), step, self.global_rank)
+        return torch.Generator(device=x.device).manual_seed(seed)
+
+    def _shared_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str
+    ) -> torch.Tensor:
+        x, y = batch  # (B, C, H, W), (B,)
+        B = x.shape[0]
+        M = self.hparams.mc_train if stage == "train" else self.hparams.mc_eval
+        out = self(x.repeat_interleave(M, 0), generator=self._generator(x, stage, batch_idx))  # M copies each
+        terms = hybrid_loss(
+            out, y.repeat_interleave(M), self.hparams.reinforce_weight, self.hparams.baseline_weight
+        )
+        probs = out.logits.float().softmax(-1).view(B, M, -1)  # (B, M, classes)
+        err = self.errors[f"{stage}_err"]
+        err(100.0 * (probs[:, 0].argmax(-1) != y).float())
+        self.log(f"{stage}/err", err, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        if stage != "train":
+            pred_mc = probs.mean(1).argmax(-1)
+            err_mc = self.errors[f"{stage}_err_mc"]
+            err_mc(100.0 * (pred_mc != y).float())
+            self.log(f"{stage}/err_mc", err_mc, on_epoch=True, prog_bar=True)
+            if stage == "test":
+                self.test_confusion.update(pred_mc, y)
+        on_step = stage == "train"
+        logged = {f"{stage}/{k}": v.detach() for k, v in terms.as_dict().items()}
+        self.log_dict(logged, on_step=on_step, on_epoch=True, batch_size=B * M, sync_dist=not on_step)
+        return terms.loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        M = self.hparams.mc_eval
+        out = self(x.repeat_interleave(M, 0), generator=self._generator(x, "test", batch_idx))
+        probs = out.logits.float().softmax(-1).view(x.shape[0], M, -1).mean(1)  # (B, classes)
+        T = out.locations.shape[1]
+        return {"probs": probs, "locations": out.locations.view(x.shape[0], M, T, 2)[:, 0]}  # (B, T, 2)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        floor = hp.lr_min / hp.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: max(hp.lr_decay**epoch, floor))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -1,0 +1,107 @@
+"""RecurrentAttention: the T-step unroll of RAM."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .modules import Core, GlimpseNetwork, Locator
+from .retina import Retina
+
+FIRST_LOCATIONS = ("center", "uniform")
+
+
+@dataclass
+class RAMOutput:
+    """What one unroll produces; T = number of glimpses (0 for the comparison models)."""
+
+    logits: torch.Tensor  # (B, classes), from h_T only
+    log_prob: torch.Tensor  # (B, T): log pi(l_{t+1} | h_t); 0 where no policy choice was made
+    baseline: torch.Tensor  # (B, T): b_t, predicted from h_t
+    locations: torch.Tensor  # (B, T, 2): where each glimpse looked, in order
+    patches: torch.Tensor | None = None  # (B, T, k, C, g, g) when asked for
+
+
+class RecurrentAttention(nn.Module):
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int = 10,
+        patch_size: int = 8,
+        num_scales: int = 1,
+        num_glimpses: int = 6,
+        hidden_g: int = 128,
+        hidden_l: int = 128,
+        glimpse_dim: int = 256,
+        hidden: int = 256,
+        core: str = "lstm",
+        std: float = 0.22,
+        first_location: str = "center",
+        random_glimpses: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_glimpses < 1:
+            raise ValueError(f"num_glimpses must be >= 1, got {num_glimpses}")
+        if first_location not in FIRST_LOCATIONS:
+            raise ValueError(f"first_location must be one of {FIRST_LOCATIONS}, got {first_location!r}")
+        C = in_shape[0]
+        self.num_glimpses, self.first_location, self.random_glimpses = (
+            num_glimpses,
+            first_location,
+            random_glimpses,
+        )
+        self.retina = Retina(patch_size, num_scales)
+        self.glimpse = GlimpseNetwork(num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim)
+        self.core = Core(core, glimpse_dim, hidden)
+        self.locator = Locator(hidden, std)
+        self.baseline = nn.Linear(hidden, 1)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def _uniform(self, B: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(B, 2, generator=generator, device=x.device, dtype=torch.float32) * 2 - 1
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        deterministic: bool = False,
+        return_patches: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> RAMOutput:
+        """x: (B, C, H, W). ``deterministic`` looks at the policy mean instead of sampling.
+
+        A uniform first location (and the random-glimpse ablation) draws from ``generator``, so a seeded
+        generator makes even those runs repeatable.
+        """
+        B = x.shape[0]
+        h = x.new_zeros(B, self.core.hidden, dtype=torch.float32)
+        state = (h, h)
+        if self.first_location == "uniform" or self.random_glimpses:
+            l_t = self._uniform(B, x, generator)
+        else:
+            l_t = x.new_zeros(B, 2, dtype=torch.float32)
+        zero = x.new_zeros(B, dtype=torch.float32)
+        log_probs, baselines, locations, patches = [], [], [], []
+        for t in range(self.num_glimpses):
+            rho = self.retina(x, l_t)  # (B, k, C, g, g)
+            g_t = self.glimpse(rho.to(l_t.dtype), l_t)  # l_t is detached: CE never reaches the locator
+            state = self.core(g_t, state)
+            h_t = state[0]
+            locations.append(l_t)
+            if return_patches:
+                patches.append(rho)
+            baselines.append(self.baseline(h_t.detach()).squeeze(-1))  # the critic never trains the core
+            if t == self.num_glimpses - 1:  # the last state chooses no location
+                log_probs.append(zero)
+            elif self.random_glimpses:
+                l_t = self._uniform(B, x, generator)
+                log_probs.append(zero)
+            else:
+                l_t, log_prob = self.locator(h_t, deterministic, generator)
+                log_probs.append(log_prob)
+        return RAMOutput(
+            logits=self.classifier(h_t),
+            log_prob=torch.stack(log_probs, 1),  # (B, T)
+            baseline=torch.stack(baselines, 1),  # (B, T)
+            locations=torch.stack(locations, 1),  # (B, T, 2)
+            patches=torch.stack(patches, 1) if return_patches else None,  # (B, T, k, C, g, g)
+        )

@@ -1,0 +1,73 @@
+"""The parts of RAM: glimpse network f_g, core f_h, location network f_l, baseline f_b."""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+CORES = ("lstm", "rnn")
+
+
+class GlimpseNetwork(nn.Module):
+    """g_t = ReLU(Lin(h_g) + Lin(h_l)) with h_g = ReLU(Lin(rho)) and h_l = ReLU(Lin(l))."""
+
+    def __init__(self, in_features: int, hidden_g: int, hidden_l: int, glimpse_dim: int) -> None:
+        super().__init__()
+        self.fc_rho = nn.Linear(in_features, hidden_g)
+        self.fc_l = nn.Linear(2, hidden_l)
+        self.out_g = nn.Linear(hidden_g, glimpse_dim)
+        self.out_l = nn.Linear(hidden_l, glimpse_dim)
+
+    def forward(self, rho: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        h_g = F.relu(self.fc_rho(rho.flatten(1)))  # (B, hidden_g)
+        h_l = F.relu(self.fc_l(l))  # (B, hidden_l)
+        return F.relu(self.out_g(h_g) + self.out_l(h_l))  # (B, glimpse_dim)
+
+
+class Core(nn.Module):
+    """h_t = f_h(h_{t-1}, g_t): an LSTM cell (the seed's) or a ReLU RNN (the paper's).
+
+    The state is always a pair (h, c) so the unroll does not depend on the kind; the RNN leaves c alone.
+    """
+
+    def __init__(self, kind: str, glimpse_dim: int, hidden: int) -> None:
+        super().__init__()
+        if kind not in CORES:
+            raise ValueError(f"core must be one of {CORES}, got {kind!r}")
+        self.kind, self.hidden = kind, hidden
+        if kind == "lstm":
+            self.cell = nn.LSTMCell(glimpse_dim, hidden)
+        else:
+            self.fc_g = nn.Linear(glimpse_dim, hidden)
+            self.fc_h = nn.Linear(hidden, hidden)
+
+    def forward(
+        self, g_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "lstm":
+            return self.cell(g_t, state)
+        h, c = state
+        return F.relu(self.fc_g(g_t) + self.fc_h(h)), c
+
+
+class Locator(nn.Module):
+    """pi(l | h): a 2-D Gaussian with mean tanh(Lin(h)) and a fixed std."""
+
+    def __init__(self, hidden: int, std: float) -> None:
+        super().__init__()
+        if std <= 0:
+            raise ValueError(f"location std must be > 0, got {std}")
+        self.fc = nn.Linear(hidden, 2)
+        self.std = std
+
+    def forward(
+        self, h: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the next location (B, 2), clipped to [-1, 1] and detached, and its log-probability (B,)."""
+        mu = torch.tanh(self.fc(h.detach()))  # REINFORCE trains the locator only, never the core
+        if deterministic:
+            l = mu.detach()
+        else:
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            l = (mu + self.std * noise).detach()
+        log_prob = torch.distributions.Normal(mu, self.std).log_prob(l).sum(-1)  # (B,)
+        return l.clamp(-1, 1), log_prob

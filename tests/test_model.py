@@ -1,0 +1,172 @@
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
+
+PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
+TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
+
+
+def grads_by_part(model: RecurrentAttention) -> dict[str, bool]:
+    """Which parts received a gradient that is not exactly zero."""
+    return {
+        part: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, part).parameters())
+        for part in PARTS
+    }
+
+
+@pytest.mark.parametrize("core", ["lstm", "rnn"])
+def test_shapes_and_dtypes(core: str) -> None:
+    model = RecurrentAttention((3, 20, 24), num_classes=7, core=core, **TINY)
+    out = model(torch.rand(5, 3, 20, 24), return_patches=True)
+    assert out.logits.shape == (5, 7) and out.logits.dtype == torch.float32
+    assert out.log_prob.shape == out.baseline.shape == (5, 3)
+    assert out.locations.shape == (5, 3, 2) and out.locations.abs().max() <= 1
+    assert out.patches.shape == (5, 3, 2, 3, 4, 4)
+    assert (out.log_prob[:, -1] == 0).all()  # the last state chooses no location
+    assert model(torch.rand(5, 3, 20, 24)).patches is None
+
+
+def test_patches_are_what_the_retina_sees_at_the_locations() -> None:
+    model = RecurrentAttention((1, 16, 16), **TINY)
+    x = torch.rand(2, 1, 16, 16)
+    out = model(x, return_patches=True)
+    for t in range(3):
+        torch.testing.assert_close(out.patches[:, t], model.retina(x, out.locations[:, t]))
+
+
+def test_deterministic_mode_is_repeatable_and_sampling_is_not() -> None:
+    model = RecurrentAttention((1, 16, 16), std=0.3, **TINY)
+    x = torch.rand(4, 1, 16, 16)
+    a, b = model(x, deterministic=True), model(x, deterministic=True)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.locations, b.locations)
+    assert not torch.equal(model(x).locations, model(x).locations)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    torch.testing.assert_close(model(x, generator=gen()).locations, model(x, generator=gen()).locations)
+
+
+def test_first_location_and_random_glimpses() -> None:
+    x = torch.rand(6, 1, 16, 16)
+    centre = RecurrentAttention((1, 16, 16), first_location="center", **TINY)(x)
+    assert (centre.locations[:, 0] == 0).all()
+    uniform = RecurrentAttention((1, 16, 16), first_location="uniform", **TINY)(x)
+    assert uniform.locations[:, 0].abs().sum() > 0
+    rand = RecurrentAttention((1, 16, 16), random_glimpses=True, **TINY)
+    out = rand(x, deterministic=True)
+    assert (out.log_prob == 0).all() and out.locations.std() > 0.1
+
+
+@pytest.mark.parametrize(
+    "term, expected",
+    [
+        ("loss_ce", {"glimpse", "core", "classifier"}),
+        ("loss_reinforce", {"locator"}),
+        ("loss_baseline", {"baseline"}),
+    ],
+)
+@pytest.mark.parametrize("core", ["lstm", "rnn"])
+def test_gradient_routing(term: str, expected: set[str], core: str) -> None:
+    torch.manual_seed(0)
+    model = RecurrentAttention((1, 16, 16), core=core, std=0.2, **TINY)
+    x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
+    getattr(hybrid_loss(model(x), y), term).backward()
+    got = grads_by_part(model)
+    assert {p for p, nonzero in got.items() if nonzero} == expected
+
+
+def test_one_reinforce_step_changes_only_the_locator() -> None:
+    torch.manual_seed(0)
+    lit = RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16))
+    before = {k: v.clone() for k, v in lit.net.state_dict().items()}
+    opt = lit.configure_optimizers()["optimizer"]
+    x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
+    hybrid_loss(lit.net(x), y).loss_reinforce.backward()
+    opt.step()
+    changed = {k.split(".")[0] for k, v in lit.net.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"locator"}
+
+
+def corner_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 1 iff a bright 12x12 block fills the top-left corner of a 32x32 canvas; a centred glimpse
+    never sees it, so the policy has to learn to look there."""
+    y = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.zeros(n, 1, 32, 32)
+    x[y == 1, :, :12, :12] = 1.0
+    return x, y
+
+
+def test_locator_learns_to_look_at_the_informative_corner() -> None:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    tiny = dict(TINY, patch_size=6, num_scales=1, num_glimpses=2)
+    model = RecurrentAttention((1, 32, 32), num_classes=2, std=0.3, first_location="center", **tiny)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        x, y = corner_task(64, gen)
+        terms = hybrid_loss(model(x), y, reinforce_weight=1.0)
+        opt.zero_grad()
+        terms.loss.backward()
+        opt.step()
+    x, y = corner_task(512, gen)
+    with torch.no_grad():
+        sampled, greedy = model(x), model(x, deterministic=True)
+    assert (sampled.logits.argmax(-1) == y).float().mean() > 0.8  # chance is 0.5
+    assert (greedy.logits.argmax(-1) == y).float().mean() > 0.9
+    l_1 = greedy.locations[:, 1].mean(0)  # where the learned glimpse goes
+    assert (l_1 < -0.3).all(), l_1
+
+
+@pytest.mark.parametrize("kind", ["ram", "fc", "conv"])
+def test_checkpoint_round_trip(tmp_path, kind: str) -> None:
+    net = {"kind": kind, **TINY} if kind == "ram" else {"kind": kind}
+    lit = RAMLitModule(net, (1, 28, 28), mc_train=2, mc_eval=3, recipe={"variant": "plain"})
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(lit, loader, loader)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    back = RAMLitModule.load_from_checkpoint(path)
+    assert back.hparams.recipe == {"variant": "plain"}
+    lit.eval(), back.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, deterministic=True).logits, lit(x, deterministic=True).logits)
+
+
+def test_monte_carlo_evaluation_logs_both_errors() -> None:
+    lit = RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), mc_train=3, mc_eval=4)
+    x, y = torch.rand(12, 1, 16, 16), torch.randint(0, 10, (12,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(lit, loader, loader)
+    train_keys = {
+        "train/loss",
+        "train/loss_ce",
+        "train/loss_reinforce",
+        "train/loss_baseline",
+        "train/reward",
+    }
+    assert {k + "_epoch" for k in train_keys | {"train/err"}} <= set(trainer.callback_metrics)
+    metrics = trainer.validate(lit, loader, verbose=False)[0]
+    assert {"val/err", "val/err_mc", "val/loss_ce", "val/reward"} <= set(metrics)
+    assert 0 <= metrics["val/err_mc"] <= 100
+    pred = trainer.predict(lit, loader)[0]
+    assert pred["probs"].shape == (6, 10) and pred["locations"].shape == (6, 3, 2)
+    torch.testing.assert_close(pred["probs"].sum(-1), torch.ones(6))
