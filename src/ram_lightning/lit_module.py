@@ -14,6 +14,7 @@ from .model import RAMOutput, RecurrentAttention
 
 NETS = {"ram": RecurrentAttention, "fc": FullyConnected, "conv": ConvNet}
 STAGES = ("train", "val", "test")
+FORMAT_KEY, FORMAT_VERSION = "ram_lightning_format", 1  # bumped when old checkpoints can no longer load
 
 
 def mix_seed(*parts: int) -> int:
@@ -125,6 +126,9 @@ class RAMLitModule(pl.LightningModule):
         probs = out.logits.float().softmax(-1).view(x.shape[0], M, -1).mean(1)  # (B, classes)
         T = out.locations.shape[1]
         return {"probs": probs, "locations": out.locations.view(x.shape[0], M, T, 2)[:, 0]}  # (B, T, 2)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FORMAT_KEY] = FORMAT_VERSION
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams

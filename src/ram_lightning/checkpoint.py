@@ -1,0 +1,49 @@
+"""Loading checkpoints safely: tensors and plain values only, rebuilt from our own classes."""
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+from .lit_module import FORMAT_KEY, FORMAT_VERSION, RAMLitModule
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents; never unpickles anything but tensors and plain containers."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p} (pass ckpt_path=<an existing .ckpt file>)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refused to load {p}: it holds pickled objects other than tensors and plain values, which could "
+            f"run code on this machine; nothing in it was executed ({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"{p} is not a readable checkpoint (truncated or not a PyTorch file): {err}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{p} is not a Lightning checkpoint (no state_dict / hyper_parameters)")
+    return ckpt
+
+
+def load_module(path: str | Path) -> RAMLitModule:
+    """Rebuild the RAMLitModule from the checkpoint alone, on CPU, whatever device saved it."""
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    version = ckpt.get(FORMAT_KEY)
+    if not isinstance(hp, dict) or "net" not in hp or version is None:
+        raise CheckpointError(f"{path} was not written by ram-lightning (no '{FORMAT_KEY}' or 'net' entry)")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version}; this version of ram-lightning reads format {FORMAT_VERSION}"
+        )
+    try:
+        module = RAMLitModule(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} does not match a ram-lightning model: {str(err).splitlines()[0]}") from None
+    return module.eval()
