@@ -1,0 +1,111 @@
+"""Translated and cluttered canvases, made for a whole batch at once on the batch's device.
+
+Pixels stay uint8 values. All patches of a canvas are summed in int32 and clipped at 255 once. The
+reference recipe clips after each addition, but with non-negative terms a pixel that reaches the clip
+stays there, so clipping once gives the same canvas, and the order of additions (target digit last)
+does not change it either. Canvases are therefore exact integers and can be cached as uint8.
+"""
+
+import hashlib
+
+import torch
+
+VARIANTS = ("plain", "translated", "cluttered")
+
+
+def generator_for(device: torch.device | str, *keys: object) -> torch.Generator:
+    """A generator on ``device`` seeded from ``keys`` (e.g. seed, step, rank): same keys, same stream."""
+    text = ":".join(str(k) for k in keys).encode()
+    seed = int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1  # fits a signed int64
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> torch.Tensor:
+    """Each digit (B, h, w) uint8 at a uniformly random place fully inside a zero canvas (B, S, S)."""
+    B, h, w = digits.shape
+    top, left = _corners((B, 1), canvas - h, canvas - w, generator)
+    acc = _zeros(B, canvas, digits.device)
+    _add_patches(acc, digits[:, None], top, left)  # (B, 1, h, w) -> one patch per canvas
+    return _clip(acc)
+
+
+def clutter(
+    digits: torch.Tensor,
+    pool: torch.Tensor,
+    canvas: int,
+    num_distractors: int,
+    distractor_size: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Cluttered canvases (B, S, S) uint8, after the DeepMind mnist-cluttered recipe.
+
+    Each distractor is a ``distractor_size`` square crop at a random place of a random digit of ``pool``
+    (the same split as ``digits``), added at a random place; the target digit is added last, also at a
+    random place; the sum is clipped at 255, so clutter under the digit stays visible.
+    """
+    B, h, w = digits.shape
+    K, s = num_distractors, distractor_size
+    g = generator
+    # the draw order is part of the recipe: a seed must name the same canvases on every machine
+    src = torch.randint(pool.shape[0], (B, K), generator=g, device=g.device)  # (B, K) which pool digit
+    crop_y, crop_x = _corners((B, K), pool.shape[1] - s, pool.shape[2] - s, g)
+    put_y, put_x = _corners((B, K), canvas - s, canvas - s, g)
+    top, left = _corners((B, 1), canvas - h, canvas - w, g)
+
+    ar = torch.arange(s, device=pool.device)
+    rows = (crop_y[..., None] + ar)[..., :, None]  # (B, K, s, 1)
+    cols = (crop_x[..., None] + ar)[..., None, :]  # (B, K, 1, s)
+    crops = pool[src[..., None, None], rows, cols]  # (B, K, s, s) batched gather, no loop over B or K
+
+    acc = _zeros(B, canvas, digits.device)
+    _add_patches(acc, crops, put_y, put_x)
+    _add_patches(acc, digits[:, None], top, left)
+    return _clip(acc)
+
+
+def make_canvases(
+    digits: torch.Tensor,
+    variant: str,
+    canvas: int,
+    pool: torch.Tensor | None,
+    num_distractors: int,
+    distractor_size: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Dispatch on the variant name; ``plain`` returns the digits unchanged."""
+    if variant == "plain":
+        return digits
+    if variant == "translated":
+        return translate(digits, canvas, generator)
+    if variant == "cluttered":
+        return clutter(digits, pool, canvas, num_distractors, distractor_size, generator)
+    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+
+
+def _corners(shape: tuple[int, int], max_y: int, max_x: int, g: torch.Generator):
+    y = torch.randint(0, max_y + 1, shape, generator=g, device=g.device)
+    x = torch.randint(0, max_x + 1, shape, generator=g, device=g.device)
+    return y, x
+
+
+def _zeros(B: int, S: int, device: torch.device) -> torch.Tensor:
+    # int32: index_add_ on CUDA has atomic (and deterministic-mode) kernels for it; int16 may not
+    return torch.zeros(B, S, S, dtype=torch.int32, device=device)
+
+
+def _add_patches(acc: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
+    """acc (B, S, S) int32 += patches (B, K, h, w) with corners (top, left) (B, K), all at once."""
+    B, S, _ = acc.shape
+    _, _, h, w = patches.shape
+    rows = top[..., None] + torch.arange(h, device=acc.device)  # (B, K, h)
+    cols = left[..., None] + torch.arange(w, device=acc.device)  # (B, K, w)
+    base = torch.arange(B, device=acc.device)[:, None, None, None] * (S * S)  # (B, 1, 1, 1)
+    flat = base + rows[..., :, None] * S + cols[..., None, :]  # (B, K, h, w) index into acc.view(-1)
+    # index_add_ sums overlapping patches, which is what the recipe's additions mean
+    acc.view(-1).index_add_(0, flat.reshape(-1), patches.reshape(-1).to(torch.int32))
+
+
+def _clip(acc: torch.Tensor) -> torch.Tensor:
+    return acc.clamp_(max=255).to(torch.uint8)
