@@ -9,6 +9,7 @@ earlier). Everything is drawn with Pillow on CPU tensors; no plotting library.
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -75,11 +76,11 @@ def scale_squares(l: torch.Tensor, H: int, W: int, sides: list[int]) -> list[tup
 
 def to_pil(x: torch.Tensor, zoom: int = 1) -> Image.Image:
     """(C, H, W) float in [0, 1] -> RGB image, upscaled by nearest neighbour."""
-    x = x.detach().float().cpu().clamp(0, 1)
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)  # (3, H, W)
-    pixels = (x * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
-    im = Image.fromarray(pixels, "RGB")
+    a = x.detach().float().cpu().numpy()  # numpy: tiny arrays, no thread-pool start-up per call
+    if a.shape[0] == 1:
+        a = np.repeat(a, 3, axis=0)  # (3, H, W)
+    pixels = np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, 3)
+    im = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     return im.resize((im.width * zoom, im.height * zoom), Image.Resampling.NEAREST) if zoom > 1 else im
 
 
@@ -111,11 +112,12 @@ def _draw_squares(draw: ImageDraw.ImageDraw, squares: list[tuple[int, int, int]]
 
 
 def canvas_panel(
-    image: torch.Tensor, locations: torch.Tensor, t: int | None, sides: list[int], zoom: int
+    canvas: Image.Image, locations: torch.Tensor, t: int | None, sides: list[int], zoom: int
 ) -> Image.Image:
-    """The upscaled image with the path of glimpses 0..t and the squares of glimpse t (t=None: whole path)."""
-    _, H, W = image.shape
-    im = to_pil(image, zoom)
+    """A copy of the upscaled image ``canvas`` (see to_pil) with the path of glimpses 0..t and the squares
+    of glimpse t (t=None: the whole path, no squares)."""
+    H, W = canvas.height // zoom, canvas.width // zoom
+    im = canvas.copy()
     draw = ImageDraw.Draw(im)
     last = locations.shape[0] - 1 if t is None else t
     loc = locations.detach().float().cpu()
@@ -178,10 +180,11 @@ def glimpse_frames(
     pred = int(probs.argmax())
     verdict = RIGHT if label in (None, pred) else WRONG
     truth = "" if label is None else f"label {names[label] if label < len(names) else label}  "
+    canvas = to_pil(image, layout.zoom)  # converted once, drawn on per frame
     frames = []
     for t in [*range(T), None]:
         frame = Image.new("RGB", layout.size, BACKGROUND)
-        frame.paste(canvas_panel(image, locations, t, sides, layout.zoom), layout.canvas_xy)
+        frame.paste(canvas_panel(canvas, locations, t, sides, layout.zoom), layout.canvas_xy)
         draw = ImageDraw.Draw(frame)
         step = f"{t + 1}/{T}" if t is not None else "end"
         if compact:
