@@ -1,0 +1,101 @@
+"""`python -m ram_lightning eval ckpt_path=PATH`: test a checkpoint with M=1 and M=mc_eval, write a report."""
+
+import inspect
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from .checkpoint import load_module
+from .cli import run_reporting_errors
+from .config import CONF_DIR
+from .data import RAMDataModule
+from .errors import ConfigError
+from .lit_module import RAMLitModule
+from .train import epoch_metrics, format_metrics
+
+
+def datamodule_from_recipe(recipe: dict, data_dir: str, **overrides: object) -> RAMDataModule:
+    """The DataModule that makes exactly the inputs the checkpoint was trained on."""
+    accepted = inspect.signature(RAMDataModule).parameters
+    kwargs = {k: v for k, v in recipe.items() if k in accepted}
+    return RAMDataModule(data_dir=data_dir, **{**kwargs, **overrides})
+
+
+def _datamodule(cfg: DictConfig, module: RAMLitModule) -> RAMDataModule:
+    overrides = {} if cfg.batch_size is None else {"eval_batch_size": int(cfg.batch_size)}
+    if cfg.get("data") is not None:  # another variant than the checkpoint's own
+        dm = instantiate(cfg.data, **overrides)
+    elif module.hparams.recipe is None:
+        raise ConfigError("the checkpoint records no data recipe; choose one with data=<mnist|translated60|...>")
+    else:
+        dm = datamodule_from_recipe(module.hparams.recipe, cfg.paths.data_dir, **overrides)
+    if tuple(dm.image_shape) != tuple(module.hparams.in_shape):
+        raise ConfigError(
+            f"data makes inputs of shape {tuple(dm.image_shape)} but the checkpoint's model reads "
+            f"{tuple(module.hparams.in_shape)}; choose data with the same canvas size and channels"
+        )
+    return dm
+
+
+def _report_path(cfg: DictConfig) -> Path:
+    """A report path that does not exist yet: an earlier report is never overwritten."""
+    if cfg.out is not None:
+        path = Path(cfg.out)
+    else:
+        ckpt = Path(cfg.ckpt_path).resolve()
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        path = run_dir / f"eval_{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}_{n}{path.suffix}"), n + 1
+    return candidate
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate the checkpoint on its test set (or cfg.data's); return and write the report."""
+    module = load_module(cfg.ckpt_path)
+    if cfg.mc_eval is not None:
+        if int(cfg.mc_eval) < 1:
+            raise ConfigError(f"mc_eval={cfg.mc_eval} is not allowed: must be >= 1")
+        module.hparams.mc_eval = int(cfg.mc_eval)
+    dm = _datamodule(cfg, module)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
+    )
+    start = time.perf_counter()
+    trainer.test(module, datamodule=dm, verbose=False)
+    metrics = epoch_metrics(trainer, "test/")
+    report = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "data": dm.recipe,
+        "mc_eval": module.hparams.mc_eval,
+        "test_err": metrics["test/err"],
+        "test_err_mc": metrics["test/err_mc"],
+        "metrics": metrics,
+        "confusion_matrix": module.test_confusion.compute().tolist(),  # rows: true class, cols: predicted
+        "seconds": round(time.perf_counter() - start, 2),
+        "device": str(trainer.strategy.root_device),
+        "torch": torch.__version__,
+    }
+    path = _report_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x") as f:  # "x": fail rather than overwrite
+        json.dump(report, f, indent=2)
+    print(f"\n{cfg.ckpt_path} on {dm.name} test set:\n{format_metrics(metrics)}\nreport: {path}")
+    return report
+
+
+@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_reporting_errors(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`python -m ram_lightning train`: fit, keep the best and last checkpoints, test the best one."""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import read_checkpoint
+from .cli import run_reporting_errors
+from .config import CONF_DIR
+from .errors import RAMError
+from .validate import validate_model
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def epoch_metrics(trainer: pl.Trainer, prefix: str = "") -> dict[str, float]:
+    """The epoch-level numbers Lightning collected, without the per-step duplicates."""
+    got = trainer.callback_metrics
+    return {
+        k.removesuffix("_epoch"): float(v) for k, v in got.items() if k.startswith(prefix) and not k.endswith("_step")
+    }
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    width = max(map(len, metrics), default=0)
+    return "\n".join(f"  {k:<{width}}  {v:10.4f}" for k, v in sorted(metrics.items()))
+
+
+def train(cfg: DictConfig) -> dict[str, float | str]:
+    """Train as `cfg` says; return the final validation and test metrics (also written to metrics.json)."""
+    out_dir = Path(cfg.paths.output_dir)
+    if (out_dir / "metrics.json").exists():
+        raise RAMError(f"{out_dir} already holds a finished run; refusing to overwrite it")
+    pl.seed_everything(cfg.seed, workers=True)
+    dm = instantiate(cfg.data)
+    validate_model(cfg.model, dm.image_shape[1:])
+    if cfg.ckpt_path is not None:
+        read_checkpoint(cfg.ckpt_path)  # refuse a missing or unsafe checkpoint before Lightning opens it
+    model = instantiate(
+        cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe={**dm.recipe, "eval_batch_size": dm.eval_batch_size},
+        _convert_="all",
+    )  # fmt: skip
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger"))
+    )
+    for lg in trainer.loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    metrics: dict[str, float | str] = epoch_metrics(trainer)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint was saved; testing the final weights")
+        trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)
+        metrics.update(epoch_metrics(trainer, "test/"))
+        metrics["best_ckpt"] = best
+    if trainer.is_global_zero:
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        print(f"\nrun folder: {out_dir}\n{format_metrics(numbers)}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_reporting_errors(train, cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

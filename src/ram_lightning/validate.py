@@ -1,0 +1,39 @@
+"""Checks on a composed config that Hydra cannot make: each failure names the key and what is allowed."""
+
+from omegaconf import DictConfig
+
+from .errors import ConfigError
+from .lit_module import NETS
+from .model import FIRST_LOCATIONS
+from .modules import CORES
+
+
+def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
+    """``model`` is the composed `model` group; ``canvas`` the input's (H, W)."""
+    net = model.net
+    _require(net.kind in NETS, "model.net.kind", net.kind, f"choose one of {', '.join(NETS)}")
+    for key in ("mc_train", "mc_eval"):
+        _require(int(model[key]) >= 1, f"model.{key}", model[key], "must be >= 1")
+    _require(float(model.lr) > 0, "model.lr", model.lr, "must be > 0")
+    if net.kind != "ram":
+        return
+    _require(net.core in CORES, "model.net.core", net.core, f"choose one of {', '.join(CORES)}")
+    _require(net.first_location in FIRST_LOCATIONS, "model.net.first_location", net.first_location,
+             f"choose one of {', '.join(FIRST_LOCATIONS)}")  # fmt: skip
+    _require(int(net.num_glimpses) >= 1, "model.net.num_glimpses", net.num_glimpses, "must be >= 1")
+    _require(int(net.num_scales) >= 1, "model.net.num_scales", net.num_scales, "must be >= 1")
+    _require(int(net.patch_size) >= 1, "model.net.patch_size", net.patch_size, "must be >= 1")
+    _require(float(net.std) > 0, "model.net.std", net.std, "the location std must be > 0")
+    largest = int(net.patch_size) * 2 ** (int(net.num_scales) - 1)
+    _require(
+        largest <= 2 * max(canvas),
+        "model.net.patch_size",
+        net.patch_size,
+        f"with num_scales={net.num_scales} the largest patch is {largest} px, more than twice the "
+        f"{canvas[0]}x{canvas[1]} input; use a smaller patch_size or fewer scales",
+    )

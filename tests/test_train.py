@@ -1,0 +1,148 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg, run_cli
+from hydra.errors import MissingConfigException
+from omegaconf import open_dict
+
+from ram_lightning.checkpoint import read_checkpoint
+from ram_lightning.config import CONF_DIR
+from ram_lightning.errors import RAMError
+from ram_lightning.evaluate import evaluate
+from ram_lightning.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs_one_batch(train_cfg, experiment: str) -> None:
+    cfg = train_cfg(f"experiment={experiment}", "debug=fast_dev_run", tiny_model=False)
+    metrics = train(cfg)
+    assert 0 <= metrics["test/err"] <= 100 and "val/err_mc" in metrics
+
+
+def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error(train_cfg, tmp_path) -> None:
+    cfg = train_cfg()
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run / "metrics.json").read_text())["test/err"] == metrics["test/err"]
+    assert (run / "csv" / "metrics.csv").is_file() and list((run / "tensorboard").glob("events.*"))
+    eval_cfg = compose_cfg("eval", [f"ckpt_path={metrics['best_ckpt']}", f"paths.data_dir={cfg.paths.data_dir}"])
+    report = evaluate(eval_cfg)
+    assert report["test_err"] == pytest.approx(metrics["test/err"], abs=1e-6)
+    assert report["test_err_mc"] == pytest.approx(metrics["test/err_mc"], abs=1e-6)
+    assert sum(map(sum, report["confusion_matrix"])) == 60
+    again = evaluate(eval_cfg)  # a second report never overwrites the first
+    assert len(list(run.glob("eval_*.json"))) == 2 and again["test_err"] == report["test_err"]
+
+
+def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:
+    first = train_cfg()
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    steps = read_checkpoint(last)["global_step"]
+    assert steps > 0
+    second = train_cfg("trainer.max_epochs=2", f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'resumed'}")
+    train(second)
+    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 2 * steps and resumed["epoch"] == 1
+
+
+def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:
+    cfg = train_cfg("test=false")
+    train(cfg)
+    with pytest.raises(Exception, match="already holds a finished run"):
+        train(cfg)
+
+
+def test_loggers_get_plain_hparams_and_the_checkpoint_records_the_recipe(train_cfg) -> None:
+    cfg = train_cfg("experiment=translated60", "data.canvas=40", "model.net.num_glimpses=2")
+    with open_dict(cfg):
+        cfg.test = False
+    train(cfg)
+    ckpt = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    hp = ckpt["hyper_parameters"]
+    assert hp["recipe"]["variant"] == "translated" and hp["recipe"]["canvas"] == 40
+    assert hp["in_shape"] == (1, 40, 40) and hp["net"]["num_glimpses"] == 2
+    assert isinstance(hp["net"], dict) and torch.is_tensor(next(iter(ckpt["state_dict"].values())))
+
+
+# ---- the command line, in fresh processes (image-folder data: no digests to replace) ----
+
+FOLDER_RUN = [
+    "data=image_folder", "data.image_size=24", "data.batch_size=8", "data.eval_batch_size=8",
+    "model.net.patch_size=6", "model.net.num_glimpses=2", "model.mc_eval=2", "trainer.max_epochs=1",
+    "logger=csv", "callbacks=none", "test=false", "+trainer.enable_model_summary=false",
+]  # fmt: skip
+
+
+def test_multirun_makes_one_folder_per_job(shapes_folder, tmp_path) -> None:
+    res = run_cli("train", "-m", "model.net.num_glimpses=1,2", f"data.root={shapes_folder}", *FOLDER_RUN[:5],
+                  *FOLDER_RUN[6:], f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((tmp_path / "logs" / "train" / "multiruns").glob("*/*/metrics.json"))
+    assert len(runs) == 2
+
+
+def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
+    res = run_cli("train", "trainer=ddp_cpu", f"data.root={shapes_folder}", *FOLDER_RUN,
+                  f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "world_size: 2" in res.stderr + res.stdout or "Initializing distributed: GLOBAL_RANK: 1" in res.stderr
+    assert len(list((tmp_path / "logs" / "train" / "runs").glob("*/metrics.json"))) == 1
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.net.core=gru", "model.net.core='gru'"),
+        ("model.net.num_glimpses=0", "model.net.num_glimpses=0"),
+        ("model.net.std=0", "model.net.std=0"),
+        ("model.net.num_scales=0", "model.net.num_scales=0"),
+        ("model.net.patch_size=60", "largest patch is 60 px"),
+        ("model.net.first_location=corner", "model.net.first_location='corner'"),
+        ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
+    ],
+)
+def test_bad_config_values_name_the_key(train_cfg, override: str, expected: str) -> None:
+    with pytest.raises(RAMError, match=re.escape(expected)):
+        train(train_cfg(override))
+
+
+@pytest.mark.parametrize("group", ["experiment", "model", "data", "trainer"])
+def test_unknown_group_option_lists_the_choices(group: str) -> None:
+    with pytest.raises(MissingConfigException, match=f"Available options in '{group}'"):
+        compose_cfg("train", [f"{group}=nope"])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [("experiment=nope", "Could not find 'experiment/nope'"), ("model.net.core=gru", "model.net.core='gru'")],
+)
+def test_bad_input_on_the_command_line_exits_without_a_traceback(tmp_path, override: str, expected: str) -> None:
+    res = run_cli("train", override, f"paths.root_dir={tmp_path}", cwd=tmp_path, timeout=120)
+    assert res.returncode != 0
+    assert expected in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+
+
+def test_eval_refuses_missing_and_foreign_checkpoints(tmp_path) -> None:
+    res = run_cli("eval", "ckpt_path=/nonexistent/x.ckpt", cwd=tmp_path)
+    assert res.returncode == 2 and "checkpoint not found" in res.stderr and "Traceback" not in res.stderr
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lr": 1.0}}, foreign)
+    res = run_cli("eval", f"ckpt_path={foreign}", cwd=tmp_path)
+    assert res.returncode == 2 and "not written by ram-lightning" in res.stderr
+
+
+def test_help(tmp_path) -> None:
+    res = run_cli("--help", cwd=tmp_path)
+    assert res.returncode == 0 and all(c in res.stdout for c in ("train", "eval", "data", "render"))
+    res = run_cli("train", "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "experiment: " in res.stdout and "cluttered60" in res.stdout
+    res = run_cli("fly", cwd=tmp_path)
+    assert res.returncode == 2 and "unknown command 'fly'" in res.stderr
