@@ -46,18 +46,17 @@ def clutter(
     random place; the sum is clipped at 255, so clutter under the digit stays visible.
     """
     B, h, w = digits.shape
+    N, H, W = pool.shape
     K, s = num_distractors, distractor_size
     g = generator
     # the draw order is part of the recipe: a seed must name the same canvases on every machine
-    src = torch.randint(pool.shape[0], (B, K), generator=g, device=g.device)  # (B, K) which pool digit
-    crop_y, crop_x = _corners((B, K), pool.shape[1] - s, pool.shape[2] - s, g)
+    src = torch.randint(N, (B, K), generator=g, device=g.device)  # (B, K) which pool digit
+    crop_y, crop_x = _corners((B, K), H - s, W - s, g)
     put_y, put_x = _corners((B, K), canvas - s, canvas - s, g)
     top, left = _corners((B, 1), canvas - h, canvas - w, g)
 
-    ar = torch.arange(s, device=pool.device)
-    rows = (crop_y[..., None] + ar)[..., :, None]  # (B, K, s, 1)
-    cols = (crop_x[..., None] + ar)[..., None, :]  # (B, K, 1, s)
-    crops = pool[src[..., None, None], rows, cols]  # (B, K, s, s) batched gather, no loop over B or K
+    corner = (src * H + crop_y) * W + crop_x  # (B, K) flat index of each crop's corner in pool
+    crops = pool.take(_window(corner, s, s, W)).view(B, K, s, s)  # one gather, no loop over B or K
 
     acc = _zeros(B, canvas, digits.device)
     _add_patches(acc, crops, put_y, put_x)
@@ -98,13 +97,18 @@ def _zeros(B: int, S: int, device: torch.device) -> torch.Tensor:
 def _add_patches(acc: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
     """acc (B, S, S) int32 += patches (B, K, h, w) with corners (top, left) (B, K), all at once."""
     B, S, _ = acc.shape
-    _, _, h, w = patches.shape
-    rows = top[..., None] + torch.arange(h, device=acc.device)  # (B, K, h)
-    cols = left[..., None] + torch.arange(w, device=acc.device)  # (B, K, w)
-    base = torch.arange(B, device=acc.device)[:, None, None, None] * (S * S)  # (B, 1, 1, 1)
-    flat = base + rows[..., :, None] * S + cols[..., None, :]  # (B, K, h, w) index into acc.view(-1)
+    _, K, h, w = patches.shape
+    corner = (torch.arange(B, device=acc.device)[:, None] * S + top) * S + left  # (B, K) into acc.view(-1)
     # index_add_ sums overlapping patches, which is what the recipe's additions mean
-    acc.view(-1).index_add_(0, flat.reshape(-1), patches.reshape(-1).to(torch.int32))
+    acc.view(-1).index_add_(0, _window(corner, h, w, S).view(-1), patches.reshape(-1).to(torch.int32))
+
+
+def _window(corner: torch.Tensor, h: int, w: int, row_stride: int) -> torch.Tensor:
+    """Flat indices (B, K, h*w) of the h x w windows whose top-left flat indices are ``corner`` (B, K)."""
+    ar_h = torch.arange(h, device=corner.device)
+    ar_w = torch.arange(w, device=corner.device)
+    offsets = (ar_h[:, None] * row_stride + ar_w).view(-1)  # (h*w,) inside one window
+    return corner[..., None] + offsets
 
 
 def _clip(acc: torch.Tensor) -> torch.Tensor:
