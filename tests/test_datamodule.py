@@ -354,3 +354,18 @@ def test_data_configs_instantiate(name, shape, tmp_path):
         cfg = compose(config_name="fetch", overrides=[f"data={name}", f"paths.data_dir={tmp_path}"])
     dm = instantiate(cfg.data)
     assert isinstance(dm, RAMDataModule) and dm.image_shape == shape and dm.data_dir == tmp_path
+
+
+def test_data_command_reports_the_config_error_itself(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from ram_lightning.config import CONF_DIR
+    from ram_lightning.data_cli import prepare
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="fetch",
+            overrides=["data=translated60", "data.canvas=20", f"paths.data_dir={tmp_path}"],
+        )
+    with pytest.raises(ConfigError, match="data.canvas=20"):  # not Hydra's InstantiationException wrapper
+        prepare(cfg)
