@@ -91,7 +91,12 @@ def ensure_raw(dataset: str, data_dir: str | Path, refetch: bool = False) -> Pat
 
 
 def _ensure(raw: Path, table: dict, refetch: bool, sources: Sequence[Source], help_text: Callable) -> Path:
-    raw.mkdir(parents=True, exist_ok=True)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(
+            f"Cannot create the data folder {raw} ({err}); choose another with paths.data_dir=..."
+        ) from err
     _remove_stale_parts(raw)
     record = _load_record(raw)
     # refetch re-hashes everything: a file edited in place with its mtime restored is still caught
@@ -102,7 +107,7 @@ def _ensure(raw: Path, table: dict, refetch: bool, sources: Sequence[Source], he
     todo = [name for name, got in found.items() if got != table[name]]
     if todo:
         _fetch(raw, table, todo, sources, help_text)
-    _save_record(raw, table)
+    _save_record(raw, table, record)
     return raw
 
 
@@ -194,11 +199,13 @@ def _load_record(raw: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _save_record(raw: Path, table: dict) -> None:
+def _save_record(raw: Path, table: dict, old: dict) -> None:
     record = {}
     for name, (size, sha) in table.items():
         st = (raw / name).stat()
         record[name] = {"size": size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    if record == old:
+        return  # the usual case at every start: nothing to write
     tmp = part_path(raw / RECORD_NAME)
     try:
         tmp.write_text(json.dumps(record, indent=1))
