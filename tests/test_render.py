@@ -16,7 +16,7 @@ from ram_lightning.errors import CheckpointError, ConfigError
 from ram_lightning.render import fresh_paths, render
 from ram_lightning.render import main as render_main
 from ram_lightning.viz import GlimpseImages, frame_duration_ms, frame_layout, glimpse_frames, scale_squares, write_gif
-from ram_lightning.viz.frames import SCALE_COLOURS
+from ram_lightning.viz.frames import SCALE_COLOURS, square_sides
 
 TINY = dict(patch_size=4, num_scales=3, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
 RECIPE = {"dataset": "mnist", "variant": "translated", "canvas": 32, "val_size": 40, "seed": 1}
@@ -31,7 +31,7 @@ def frames_for(image: torch.Tensor, l: torch.Tensor, g: int, k: int, zoom: int |
     retina = Retina(g, k)
     patches = retina(image[None], l[None])[0]  # (k, C, g, g)
     probs = torch.full((10,), 0.1)
-    return glimpse_frames(image, l[None], patches[None], probs, retina.sides, label=2, zoom=zoom), patches
+    return glimpse_frames(image, l[None], patches[None], probs, square_sides(g, k), label=2, zoom=zoom), patches
 
 
 # ----------------------------------------------------------------------------- frames
@@ -45,7 +45,7 @@ def test_squares_lie_exactly_on_the_retina_contract(zoom: int) -> None:
     layout = frame_layout((1, H, W), g, k, zoom)
     px = np.asarray(frames[0]).astype(int)  # (height, width, 3)
     x0, y0 = layout.canvas_xy
-    for i, (top, left, s) in enumerate(scale_squares(l, H, W, [g * 2**j for j in range(k)])):
+    for i, (top, left, s) in enumerate(scale_squares(l, H, W, square_sides(g, k))):
         assert (top, left) == (14 - s // 2, 18 - s // 2)  # the contract's floor(c - s/2)
         colour = np.array(SCALE_COLOURS[i])
         r0, r1 = y0 + top * zoom, y0 + (top + s) * zoom - 1  # the square's outer rows and columns, upscaled
@@ -59,14 +59,15 @@ def test_squares_lie_exactly_on_the_retina_contract(zoom: int) -> None:
 
 def test_scale_squares_match_what_the_retina_reads() -> None:
     gen = torch.Generator().manual_seed(0)
-    H, W, g = 24, 24, 3
+    H, W, g, k, pad = 24, 20, 3, 3, 30
     image = torch.arange(H * W, dtype=torch.float32).view(1, H, W)  # every pixel different
-    padded = torch.nn.functional.pad(image, (20, 20, 20, 20))
-    retina = Retina(g, 1)
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))  # off-image pixels read as zero
+    retina = Retina(g, k)
     for l in torch.rand(50, 2, generator=gen) * 2.4 - 1.2:  # off-lattice points, some outside the image
-        top, left, s = scale_squares(l, H, W, retina.sides)[0]
-        expected = padded[:, top + 20 : top + 20 + s, left + 20 : left + 20 + s]
-        torch.testing.assert_close(retina(image[None], l[None])[0, 0], expected)
+        seen = retina(image[None], l[None])[0]  # (k, 1, g, g)
+        for i, (top, left, s) in enumerate(scale_squares(l, H, W, square_sides(g, k))):
+            crop = padded[:, top + pad : top + pad + s, left + pad : left + pad + s]  # (1, s, s)
+            torch.testing.assert_close(seen[i], torch.nn.functional.avg_pool2d(crop, 2**i))
 
 
 @pytest.mark.parametrize("C", [1, 3])
@@ -88,7 +89,7 @@ def test_one_frame_per_glimpse_and_a_final_one() -> None:
     x = torch.rand(1, 1, 20, 20)
     out = net(x, return_patches=True)
     probs = out.logits.softmax(-1)[0]
-    sides = net.retina.sides
+    sides = square_sides(TINY["patch_size"], TINY["num_scales"])
     frames = glimpse_frames(x[0], out.locations[0], out.patches[0], probs, sides, label=1)
     compact = glimpse_frames(x[0], out.locations[0], None, probs, sides, compact=True)
     assert len(frames) == len(compact) == TINY["num_glimpses"] + 1

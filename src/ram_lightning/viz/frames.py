@@ -60,6 +60,11 @@ def frame_layout(
     return Layout(z, canvas_xy, pz, patch_xy, probs_xy, (width, height))
 
 
+def square_sides(g: int, k: int) -> list[int]:
+    """Sides of the retina's squares, finest first: g, 2g, 4g, ... (section 1a of the retina contract)."""
+    return [g * 2**i for i in range(k)]
+
+
 def scale_squares(l: torch.Tensor, H: int, W: int, sides: list[int]) -> list[tuple[int, int, int]]:
     """(top, left, side) in image pixels of each square the retina reads at l = (x, y).
 

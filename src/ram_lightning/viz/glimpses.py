@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from ram_lightning.model import RecurrentAttention
-from ram_lightning.viz.frames import default_zoom, glimpse_frames
+from ram_lightning.viz.frames import default_zoom, glimpse_frames, square_sides
 
 COMPACT_TARGET = 160  # frame pixels per image side in grids of many images
 
@@ -34,7 +34,7 @@ def draw_batch(
     probs = out.logits.float().softmax(-1).cpu()  # (B, classes)
     locations, patches = out.locations.cpu(), out.patches.float().cpu()  # (B, T, 2), (B, T, k, C, g, g)
     x = x.float().cpu()
-    sides = net.retina.sides
+    sides = square_sides(net.retina.g, net.retina.k)
     grid_zoom = default_zoom(*x.shape[-2:], target=COMPACT_TARGET)
     full, compact = [], []
     for i in range(x.shape[0]):
