@@ -8,13 +8,17 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import compose_cfg, run_cli
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ram_lightning import RAMLitModule, RecurrentAttention, Retina
+from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import CheckpointError, ConfigError
 from ram_lightning.render import fresh_paths, render
 from ram_lightning.render import main as render_main
+from ram_lightning.train import train
 from ram_lightning.viz import GlimpseImages, frame_duration_ms, frame_layout, glimpse_frames, scale_squares, write_gif
 from ram_lightning.viz.frames import SCALE_COLOURS, square_sides
 
@@ -261,3 +265,15 @@ def test_callback_is_a_no_op_without_tensorboard_or_glimpses(tmp_path: Path) -> 
         fit_tiny(lit, (1, 20, 20), max_steps=-1, max_epochs=1, logger=logger, callbacks=[GlimpseImages(1, 2)])
     with pytest.raises(ConfigError, match="every_n_epochs"):
         GlimpseImages(every_n_epochs=0)
+
+
+def test_training_with_the_shipped_callback_config_logs_glimpses(train_cfg) -> None:
+    cfg = train_cfg("test=false")  # the fixture leaves the callback out; put the shipped file back in
+    shipped = OmegaConf.load(Path(CONF_DIR) / "callbacks" / "glimpse_images.yaml")
+    with open_dict(cfg):
+        cfg.callbacks.glimpse_images = shipped.glimpse_images
+        cfg.callbacks.glimpse_images.every_n_epochs = 1
+        cfg.callbacks.glimpse_images.n = 2
+    train(cfg)
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard")).Reload()
+    assert {"glimpses/overview", "glimpses/0", "glimpses/1"} <= set(events.Tags()["images"])
