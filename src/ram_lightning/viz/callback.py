@@ -32,7 +32,8 @@ class GlimpseImages(pl.Callback):
         if self.x is not None or batch_idx != 0 or dataloader_idx != 0:
             return
         if isinstance(batch, tuple | list) and len(batch) >= 2 and getattr(batch[0], "ndim", 0) == 4:
-            self.x = batch[0][: self.n].detach().float().cpu().clone()  # already transformed to [0, 1]
+            # as validation_step receives it: in [0, 1], in the dtype the precision plugin chose
+            self.x = batch[0][: self.n].detach().cpu().clone()
             self.y = batch[1][: self.n].detach().cpu().clone()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
