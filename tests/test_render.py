@@ -198,6 +198,8 @@ def test_render_data_override_and_missing_recipe(tmp_path: Path, tiny_mnist: Pat
         render(render_cfg(path, tiny_mnist, f"out={tmp_path / 'r'}"))
     result = render(render_cfg(path, tiny_mnist, f"out={tmp_path / 'r'}", "+data.dataset=mnist", "+data.val_size=40"))
     assert len(result["samples"]) == 3
+    with pytest.raises(ConfigError, match="data.canvs is not a data setting"):
+        render(render_cfg(path, tiny_mnist, "+data.dataset=mnist", "+data.canvs=32"))
     with pytest.raises(ConfigError, match="shape"):  # a 32x32 canvas for a 28x28 model
         render(render_cfg(path, tiny_mnist, "data=translated60", "data.canvas=32", "data.val_size=40"))
 

@@ -18,6 +18,7 @@ from .cli import run_reporting_errors
 from .config import CONF_DIR
 from .data import RAMDataModule
 from .errors import CheckpointError, ConfigError
+from .evaluate import datamodule_from_recipe
 from .lit_module import RAMLitModule
 from .model import RecurrentAttention
 from .viz.frames import grid_frames, strip
@@ -41,7 +42,12 @@ def recipe_for(module: RAMLitModule, override: DictConfig | dict | None) -> dict
     recipe = dict(module.hparams.get("recipe") or {})
     if override is not None:
         extra = OmegaConf.to_container(override, resolve=True) if isinstance(override, DictConfig) else override
-        recipe.update({k: v for k, v in extra.items() if not k.startswith("_")})  # drop _target_
+        extra = {k: v for k, v in extra.items() if not k.startswith("_") and k != "data_dir"}  # data_dir: top level
+        allowed = set(inspect.signature(RAMDataModule).parameters) - {"data_dir"}
+        unknown = sorted(set(extra) - allowed)
+        if unknown:
+            raise ConfigError(f"data.{unknown[0]} is not a data setting; use one of {', '.join(sorted(allowed))}")
+        recipe.update(extra)
     if "dataset" not in recipe:
         raise ConfigError(
             "the checkpoint records no data recipe; choose one with data=<mnist|translated60|cluttered60|...> "
@@ -52,15 +58,14 @@ def recipe_for(module: RAMLitModule, override: DictConfig | dict | None) -> dict
 
 def load_test_images(recipe: dict, data_dir: str, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The first n test images as the model sees them: x (n, C, H, W) in [0, 1], y (n,), class names."""
-    accepted = inspect.signature(RAMDataModule).parameters  # the recipe also records derived values
-    kwargs = {k: v for k, v in recipe.items() if k in accepted and k != "data_dir"}
-    dm = RAMDataModule(data_dir=data_dir, **{**kwargs, "eval_batch_size": n})
+    dm = datamodule_from_recipe(recipe, data_dir, eval_batch_size=n)
     dm.prepare_data()
     dm.setup("test")
     xs, ys, got = [], [], 0
     for batch in dm.test_dataloader():
         x, y = dm.transform_batch(batch, train=False)
-        xs.append(x), ys.append(y)
+        xs.append(x)
+        ys.append(y)
         got += y.shape[0]
         if got >= n:
             break
