@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from idx_utils import write_tiny
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from idx_utils import write_tiny
 from ram_lightning.config import CONF_DIR
 from ram_lightning.data import fetch
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
 from hydra.errors import MissingConfigException
 from omegaconf import open_dict
 
+from conftest import compose_cfg, run_cli
 from ram_lightning.checkpoint import read_checkpoint
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError

@@ -19,9 +19,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]  # a disallowed class or function
+        if not found:
+            raise CheckpointError(f"{p} is not a readable checkpoint (not a PyTorch file): {str(err)[:200]}") from None
         raise CheckpointError(
             f"refused to load {p}: it holds pickled objects other than tensors and plain values, which could "
-            f"run code on this machine; nothing in it was executed ({str(err).splitlines()[0]})"
+            f"run code on this machine; nothing in it was executed ({found[0]})"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(f"{p} is not a readable checkpoint (truncated or not a PyTorch file): {err}") from None

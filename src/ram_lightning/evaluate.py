@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from .callbacks import free_path
 from .checkpoint import load_module
 from .cli import run_reporting_errors
 from .config import CONF_DIR
@@ -52,10 +53,7 @@ def _report_path(cfg: DictConfig) -> Path:
         ckpt = Path(cfg.ckpt_path).resolve()
         run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         path = run_dir / f"eval_{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
-    candidate, n = path, 1
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.stem}_{n}{path.suffix}"), n + 1
-    return candidate
+    return free_path(path)
 
 
 def evaluate(cfg: DictConfig) -> dict:

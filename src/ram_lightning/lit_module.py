@@ -9,8 +9,14 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import ConfusionMatrix, MeanMetric
 
 from .baselines import ConvNet, FullyConnected
+from .errors import RAMError
 from .losses import hybrid_loss
 from .model import RAMOutput, RecurrentAttention
+
+
+class NonFiniteLossError(RAMError):
+    """The training loss became NaN or infinite."""
+
 
 NETS = {"ram": RecurrentAttention, "fc": FullyConnected, "conv": ConvNet}
 STAGES = ("train", "val", "test")
@@ -72,9 +78,7 @@ class RAMLitModule(pl.LightningModule):
             try:
                 return self._compiled(x, **kwargs)
             except Exception as err:  # compilation needs a working toolchain; eager always works
-                warnings.warn(
-                    f"torch.compile failed ({type(err).__name__}: {err}); running eagerly", stacklevel=2
-                )
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly", stacklevel=2)
                 self._compiled = None
         return self.net(x, **kwargs)
 
@@ -84,16 +88,14 @@ class RAMLitModule(pl.LightningModule):
         seed = mix_seed(self.hparams.seed, STAGES.index(stage), step, self.global_rank)
         return torch.Generator(device=x.device).manual_seed(seed)
 
-    def _shared_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str
-    ) -> torch.Tensor:
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
         x, y = batch  # (B, C, H, W), (B,)
         B = x.shape[0]
         M = self.hparams.mc_train if stage == "train" else self.hparams.mc_eval
         out = self(x.repeat_interleave(M, 0), generator=self._generator(x, stage, batch_idx))  # M copies each
-        terms = hybrid_loss(
-            out, y.repeat_interleave(M), self.hparams.reinforce_weight, self.hparams.baseline_weight
-        )
+        terms = hybrid_loss(out, y.repeat_interleave(M), self.hparams.reinforce_weight, self.hparams.baseline_weight)
+        if stage == "train" and not torch.isfinite(terms.loss):
+            self._stop_on_non_finite(terms.as_dict())
         probs = out.logits.float().softmax(-1).view(B, M, -1)  # (B, M, classes)
         err = self.errors[f"{stage}_err"]
         err(100.0 * (probs[:, 0].argmax(-1) != y).float())
@@ -109,6 +111,15 @@ class RAMLitModule(pl.LightningModule):
         logged = {f"{stage}/{k}": v.detach() for k, v in terms.as_dict().items()}
         self.log_dict(logged, on_step=on_step, on_epoch=True, batch_size=B * M, sync_dist=not on_step)
         return terms.loss
+
+    def _stop_on_non_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}): {', '.join(bad)} "
+            f"[{values}]; the last good checkpoint is the run's checkpoints/last.ckpt (saved at the last epoch end). "
+            "Try a smaller model.lr or a larger model.net.std."
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, batch_idx, "train")

@@ -45,10 +45,10 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     validate_model(cfg.model, dm.image_shape[1:])
     if cfg.ckpt_path is not None:
         read_checkpoint(cfg.ckpt_path)  # refuse a missing or unsafe checkpoint before Lightning opens it
+    recipe = {**dm.recipe, "eval_batch_size": dm.eval_batch_size}  # eval draws its noise per batch
     model = instantiate(
-        cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe={**dm.recipe, "eval_batch_size": dm.eval_batch_size},
-        _convert_="all",
-    )  # fmt: skip
+        cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
+    )
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger"))
     )

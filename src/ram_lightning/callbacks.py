@@ -1,0 +1,53 @@
+"""Training callbacks of our own: stop cleanly on Ctrl+C or SIGTERM with a checkpoint to resume from."""
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+
+def free_path(path: Path) -> Path:
+    """``path``, or ``name_1.ext``, ``name_2.ext``, ... : the first that does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}_{n}{path.suffix}"), n + 1
+    return candidate
+
+
+class GracefulInterrupt(pl.Callback):
+    """Ctrl+C or SIGTERM: finish the current batch, save ``interrupted.ckpt``, print how to resume.
+
+    Lightning already turns SIGTERM into a stop at the next batch boundary; the first Ctrl+C is made to
+    do the same (a second one stops at once), so the saved state is always between two optimiser steps.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self._previous: Any = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        def stop_after_this_batch(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, self._previous)  # a second Ctrl+C interrupts at once
+            print("\nCtrl+C: stopping after this batch and saving a checkpoint ...", file=sys.stderr)
+            trainer._signal_connector.received_sigterm = True  # Lightning's own stop-at-batch-end flag
+
+        self._previous = signal.signal(signal.SIGINT, stop_after_this_batch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
+            return
+        path = free_path(self.dirpath / "interrupted.ckpt")
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            argv = " ".join(a for a in sys.argv[1:] if not a.startswith("ckpt_path="))
+            print(
+                f"\nsaved {path}\nresume with:\n  python -m ram_lightning train {argv} ckpt_path={path}",
+                file=sys.stderr,
+            )

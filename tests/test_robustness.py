@@ -1,0 +1,121 @@
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import compose_cfg
+from ram_lightning import RAMLitModule
+from ram_lightning.checkpoint import load_module, read_checkpoint
+from ram_lightning.errors import CheckpointError
+from ram_lightning.evaluate import evaluate
+from ram_lightning.lit_module import NonFiniteLossError
+
+TINY = {
+    "kind": "ram",
+    "patch_size": 4,
+    "num_glimpses": 2,
+    "hidden_g": 8,
+    "hidden_l": 8,
+    "glimpse_dim": 16,
+    "hidden": 16,
+}
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    lit = RAMLitModule(TINY, (1, 16, 16), recipe={"dataset": "mnist"})
+    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(lit)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_non_finite_loss_stops_training_naming_step_and_term() -> None:
+    x = torch.rand(8, 1, 16, 16)
+    x[0, 0, 8, 8] = float("nan")  # a NaN pixel in the first glimpse poisons every term
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(8, dtype=torch.long)), 4)
+    lit = RAMLitModule(TINY, (1, 16, 16))
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 0 \(epoch 0\): .*loss_ce"):
+        trainer.fit(lit, loader)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_checkpoint_is_refused_and_nothing_in_it_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    boom = _Boom()
+    boom.marker = marker
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": boom}}, evil)
+    with pytest.raises(CheckpointError, match="refused to load .*evil.ckpt"):
+        load_module(evil)
+    cfg = compose_cfg("eval", [f"ckpt_path={evil}"])
+    with pytest.raises(CheckpointError, match="nothing in it was executed"):
+        evaluate(cfg)
+    assert not marker.exists()
+    with open(tmp_path / "plain.pkl", "wb") as f:  # the same object does run under plain pickle
+        pickle.dump(boom, f)
+    with open(tmp_path / "plain.pkl", "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_truncated_missing_and_non_checkpoint_files(tmp_path: Path) -> None:
+    good = tiny_checkpoint(tmp_path / "good.ckpt")
+    assert isinstance(load_module(good), RAMLitModule)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="truncated.ckpt is not a readable checkpoint"):
+        read_checkpoint(truncated)
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.ckpt is not a readable checkpoint"):
+        read_checkpoint(text)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_other_models_versions_and_foreign_targets_are_refused(tmp_path: Path) -> None:
+    ckpt = torch.load(tiny_checkpoint(tmp_path / "good.ckpt"), weights_only=True)
+    future = dict(ckpt, ram_lightning_format=99)
+    torch.save(future, tmp_path / "future.ckpt")
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_module(tmp_path / "future.ckpt")
+    other = dict(ckpt, state_dict={"encoder.weight": torch.zeros(3)})
+    torch.save(other, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="does not match a ram-lightning model"):
+        load_module(tmp_path / "other.ckpt")
+    hp = dict(ckpt["hyper_parameters"], net={"_target_": "os.system", "kind": "shell"})
+    torch.save(dict(ckpt, hyper_parameters=hp), tmp_path / "target.ckpt")
+    with pytest.raises(CheckpointError, match="does not match a ram-lightning model"):
+        load_module(tmp_path / "target.ckpt")  # rebuilt from our own classes: the _target_ is never imported
+
+
+def test_sigterm_saves_a_checkpoint_and_prints_how_to_resume(shapes_folder: Path, tmp_path: Path) -> None:
+    args = [
+        sys.executable, "-m", "ram_lightning", "train", "data=image_folder", f"data.root={shapes_folder}",
+        "data.image_size=24", "data.batch_size=2", "model.net.patch_size=6", "model.net.num_glimpses=2",
+        "trainer.max_epochs=1000", "logger=csv", "callbacks=default", "~callbacks.glimpse_images",
+        f"paths.log_dir={tmp_path / 'logs'}", "+trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "logs" / "train" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.5)  # wait until an epoch has finished: training is under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    saved = list(runs.glob("*/checkpoints/interrupted.ckpt"))
+    assert len(saved) == 1, err[-3000:]
+    assert f"ckpt_path={saved[0]}" in err and "resume with:" in err
+    assert read_checkpoint(saved[0])["global_step"] > 0
