@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import compose_cfg, run_cli
 from ram_lightning import RAMLitModule, RecurrentAttention, Retina
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import CheckpointError, ConfigError
