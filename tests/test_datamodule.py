@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from idx_utils import copy_files, write_tiny
 from PIL import Image
 
 import ram_lightning
+from idx_utils import copy_files, write_tiny
 from ram_lightning.data import RAMDataModule, fetch, images, load_image
 from ram_lightning.data import datamodule as dm_module
 from ram_lightning.errors import ConfigError, DataError
@@ -103,7 +104,7 @@ def test_fixed_canvases_same_in_another_process(data_dir, tmp_path):
         "print(hashlib.sha256(dm.val_set.images.numpy().tobytes() + dm.test_set.images.numpy().tobytes())"
         ".hexdigest())\n"
     )
-    env = {"PYTHONPATH": str(Path(ram_lightning.__file__).parents[1]), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(Path(ram_lightning.__file__).parents[1])}
     out = subprocess.run(
         [sys.executable, "-c", script, str(other), json.dumps(fetch.MNIST_FILES)],
         capture_output=True,

@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-from idx_utils import NAMES, gzip_files, idx_bytes, table_of, write_split, write_tiny
 
+from idx_utils import NAMES, gzip_files, idx_bytes, table_of, write_split, write_tiny
 from ram_lightning.data import fetch
 from ram_lightning.data.fetch import (
     GzipFolderSource,
