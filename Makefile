@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 ARGS ?=
 
-.PHONY: help setup data train test eval sweep lint bench results results-quick clean
+.PHONY: help setup data train test eval render sweep lint bench results results-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ sweep: data  ## Optuna search over lr, std, reinforce weight and mc_train
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check src tests
 	$(PY) -m ruff format --check src tests
+
+render: $(STAMP)  ## draw a checkpoint's glimpses as GIFs: make render CKPT=path/to.ckpt
+	$(PY) -m ram_lightning render ckpt_path=$(CKPT) $(ARGS)
 
 bench: $(STAMP)  ## speed of the retina, the training step and canvas generation
 	$(PY) -m ram_lightning bench $(ARGS)

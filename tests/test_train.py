@@ -53,7 +53,7 @@ def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:
 
 
 def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:
-    cfg = train_cfg("test=false")
+    cfg = train_cfg("test=false", "logger=none")  # no loggers: the learning-rate monitor is left out
     train(cfg)
     with pytest.raises(Exception, match="already holds a finished run"):
         train(cfg)

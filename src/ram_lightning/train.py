@@ -8,6 +8,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from .checkpoint import read_checkpoint
 from .cli import run_reporting_errors
@@ -49,9 +50,10 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     model = instantiate(
         cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
     )
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger"))
-    )
+    loggers, callbacks = _instantiate_all(cfg.get("logger")), _instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # the learning-rate monitor has nowhere to write without a logger, and Lightning refuses it
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
