@@ -106,6 +106,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.patch_size=60", "largest patch is 60 px"),
         ("model.net.first_location=corner", "model.net.first_location='corner'"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
+        ("data.batch_size=0", "data.batch_size=0"),
     ],
 )
 def test_bad_config_values_name_the_key(train_cfg, override: str, expected: str) -> None:

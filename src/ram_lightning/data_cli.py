@@ -8,26 +8,17 @@ python -m ram_lightning data force=true           # replace files that fail thei
 from pathlib import Path
 
 import hydra
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ram_lightning.cli import run_reporting_errors
+from ram_lightning.cli import build, run_reporting_errors
 from ram_lightning.config import CONF_DIR
 from ram_lightning.data.preview import save_grid
-from ram_lightning.errors import RAMError
 
 
 def prepare(cfg: DictConfig) -> dict:
     """Instantiate ``cfg.data``, prepare it, print a summary; write a preview PNG if ``cfg.preview``."""
     overrides = {"refetch": True} if cfg.get("force", False) else {}
-    try:
-        dm = instantiate(cfg.data, **overrides)
-    except InstantiationException as err:
-        # Hydra wraps the DataModule's own ConfigError; hand the user that message, not Hydra's wrapper
-        if isinstance(err.__cause__, RAMError):
-            raise err.__cause__ from None
-        raise
+    dm = build(cfg.data, **overrides)
     dm.prepare_data()
     dm.setup("fit")
     summary = {

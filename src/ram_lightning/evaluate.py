@@ -9,12 +9,11 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .callbacks import free_path
 from .checkpoint import load_module
-from .cli import run_reporting_errors
+from .cli import build, run_reporting_errors
 from .config import CONF_DIR
 from .data import RAMDataModule
 from .errors import ConfigError
@@ -32,7 +31,7 @@ def datamodule_from_recipe(recipe: dict, data_dir: str, **overrides: object) -> 
 def _datamodule(cfg: DictConfig, module: RAMLitModule) -> RAMDataModule:
     overrides = {} if cfg.batch_size is None else {"eval_batch_size": int(cfg.batch_size)}
     if cfg.get("data") is not None:  # another variant than the checkpoint's own
-        dm = instantiate(cfg.data, **overrides)
+        dm = build(cfg.data, **overrides)
     elif module.hparams.recipe is None:
         raise ConfigError("the checkpoint records no data recipe; choose one with data=<mnist|translated60|...>")
     else:

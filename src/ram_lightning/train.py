@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from .checkpoint import read_checkpoint
-from .cli import run_reporting_errors
+from .cli import build, run_reporting_errors
 from .config import CONF_DIR
 from .errors import RAMError
 from .validate import validate_model
@@ -42,7 +42,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     if (out_dir / "metrics.json").exists():
         raise RAMError(f"{out_dir} already holds a finished run; refusing to overwrite it")
     pl.seed_everything(cfg.seed, workers=True)
-    dm = instantiate(cfg.data)
+    dm = build(cfg.data)
     validate_model(cfg.model, dm.image_shape[1:])
     if cfg.ckpt_path is not None:
         read_checkpoint(cfg.ckpt_path)  # refuse a missing or unsafe checkpoint before Lightning opens it
