@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
@@ -74,3 +75,14 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
     return subprocess.run(
         [sys.executable, "-m", "ram_lightning", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+class StopAtStep(pl.Callback):
+    """Stop training as SIGTERM would, after the optimiser step that reaches ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            trainer._signal_connector.received_sigterm = True

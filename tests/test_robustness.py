@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from conftest import compose_cfg
 from ram_lightning import RAMLitModule
@@ -16,6 +17,7 @@ from ram_lightning.checkpoint import load_module, read_checkpoint
 from ram_lightning.errors import CheckpointError
 from ram_lightning.evaluate import evaluate
 from ram_lightning.lit_module import NonFiniteLossError
+from ram_lightning.train import train
 
 TINY = {
     "kind": "ram",
@@ -119,3 +121,20 @@ def test_sigterm_saves_a_checkpoint_and_prints_how_to_resume(shapes_folder: Path
     assert len(saved) == 1, err[-3000:]
     assert f"ckpt_path={saved[0]}" in err and "resume with:" in err
     assert read_checkpoint(saved[0])["global_step"] > 0
+
+
+def test_a_run_resumed_mid_epoch_ends_exactly_like_an_uninterrupted_one(train_cfg, tmp_path: Path) -> None:
+    common = ["experiment=cluttered60", "data.canvas=36", "model.net.patch_size=6", "model.net.num_glimpses=3",
+              "model.mc_train=2", "trainer.max_epochs=2"]  # fmt: skip
+    straight = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}"))
+    stopped = tmp_path / "stopped"
+    cfg = train_cfg(*common, f"paths.output_dir={stopped}", "+callbacks.stop._target_=conftest.StopAtStep",
+                    "+callbacks.stop.step=12")  # fmt: skip  # epoch 1 of 2, batch 4 of 9
+    with pytest.raises(SIGTERMException):
+        train(cfg)
+    interrupted = stopped / "checkpoints" / "interrupted.ckpt"
+    assert read_checkpoint(interrupted)["global_step"] == 12
+    resumed = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={interrupted}"))
+    for key in ("val/err", "val/err_mc", "val/loss", "test/err", "test/err_mc", "test/loss", "test/loss_reinforce"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+    assert (stopped / "checkpoints" / "epoch_000.ckpt").is_file() and interrupted.is_file()  # nothing deleted

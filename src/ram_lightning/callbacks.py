@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
@@ -51,3 +52,16 @@ class GracefulInterrupt(pl.Callback):
                 f"\nsaved {path}\nresume with:\n  python -m ram_lightning train {argv} ckpt_path={path}",
                 file=sys.stderr,
             )
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for runs resumed into a new folder: it keeps ranking against the earlier run's best
+    checkpoints, so the best one is chosen as in an uninterrupted run, and never deletes a file outside its
+    own folder (the earlier run's checkpoints stay where they are)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({**state_dict, "dirpath": self.dirpath})  # restore the ranking, not the folder
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if Path(filepath).resolve().parent == Path(self.dirpath).resolve():
+            super()._remove_checkpoint(trainer, filepath)

@@ -1,11 +1,17 @@
 """`python -m ram_lightning train`: fit, keep the best and last checkpoints, test the best one."""
 
+import contextlib
 import json
 import logging
+import os
+import platform
+import sys
+import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -36,6 +42,18 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {k:<{width}}  {v:10.4f}" for k, v in sorted(metrics.items()))
 
 
+def hardware(trainer: pl.Trainer) -> str:
+    """What the run trained on, for results tables: GPU name or CPU model, and how many."""
+    n = trainer.num_devices * trainer.num_nodes
+    if trainer.strategy.root_device.type == "cuda":
+        return f"{n} x {torch.cuda.get_device_name(trainer.strategy.root_device)}"
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads x {n} process(es)"
+
+
 def train(cfg: DictConfig) -> dict[str, float | str]:
     """Train as `cfg` says; return the final validation and test metrics (also written to metrics.json)."""
     out_dir = Path(cfg.paths.output_dir)
@@ -56,8 +74,11 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    start = time.perf_counter()
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
     metrics: dict[str, float | str] = epoch_metrics(trainer)
+    metrics.update(epochs=trainer.current_epoch, fit_seconds=round(time.perf_counter() - start, 1))
+    metrics.update(hardware=hardware(trainer), command=" ".join(sys.argv))
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
@@ -66,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         metrics.update(epoch_metrics(trainer, "test/"))
         metrics["best_ckpt"] = best
     if trainer.is_global_zero:
-        numbers = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        numbers = {k: v for k, v in metrics.items() if "/" in k}
         print(f"\nrun folder: {out_dir}\n{format_metrics(numbers)}")
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

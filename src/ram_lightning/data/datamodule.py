@@ -8,12 +8,13 @@ Validation and test canvases are drawn once on the CPU from the seed and cached 
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ram_lightning.data.canvas import VARIANTS, generator_for, make_canvases
@@ -53,6 +54,25 @@ class SplitDataset(Dataset):
         # the DataLoader calls this with the whole batch's indices when it exists
         idx = torch.as_tensor(indices, dtype=torch.long)
         return self.images[idx], self.labels[idx]  # (B, ...), (B,)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Training batches as a function of the global step: step s is batch s % E of epoch s // E (E steps per
+    epoch), and each epoch's order is a permutation drawn from (seed, epoch). A run resumed in the middle of
+    an epoch therefore continues with exactly the batches the uninterrupted run would have seen."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, position: Callable[[], tuple[int, int]]) -> None:
+        self.n, self.batch_size, self.seed, self.position = n, batch_size, seed, position
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step, per_epoch = self.position()
+        epoch, start = divmod(step, per_epoch) if per_epoch else (0, 0)
+        order = torch.randperm(self.n, generator=generator_for("cpu", self.seed, "train-order", epoch))
+        for b in range(start, len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
 
 
 def pass_batch(batch):
@@ -123,9 +143,7 @@ class RAMDataModule(pl.LightningDataModule):
             self._init_folder(root, channels, canvas if image_size is None else image_size)
         else:
             if channels != 1:
-                raise ConfigError(
-                    f"data.channels={channels} is not allowed for {dataset}: its images are grayscale"
-                )
+                raise ConfigError(f"data.channels={channels} is not allowed for {dataset}: its images are grayscale")
             self.root, self.image_size = None, None
             self.classes = CLASSES[dataset]
             side = DIGIT if variant == "plain" else canvas
@@ -249,9 +267,7 @@ class RAMDataModule(pl.LightningDataModule):
         val_idx, rest = _holdout(n, n_hold, g)
         test_pos, train_pos = _holdout(rest.numel(), n_hold, g)
         test_idx, train_idx = rest[test_pos], rest[train_pos]
-        return {
-            k: (images[i], labels[i]) for k, i in [("train", train_idx), ("val", val_idx), ("test", test_idx)]
-        }
+        return {k: (images[i], labels[i]) for k, i in [("train", train_idx), ("val", val_idx), ("test", test_idx)]}
 
     # ------------------------------------------------------------------------- fixed canvases
 
@@ -281,14 +297,27 @@ class RAMDataModule(pl.LightningDataModule):
         return images, labels
 
     def _canvases(self, digits: torch.Tensor, pool: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return make_canvases(
-            digits, self.variant, self.canvas, pool, self.num_distractors, self.distractor_size, g
-        )
+        return make_canvases(digits, self.variant, self.canvas, pool, self.num_distractors, self.distractor_size, g)
 
     # ------------------------------------------------------------------------- batches
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        trainer = self.trainer
+        if trainer is not None and (trainer.world_size > 1 or trainer.accumulate_grad_batches > 1):
+            return self._loader(self.train_set, self.batch_size, shuffle=True)  # DistributedSampler's order
+        order = StepBatchSampler(len(self.train_set), self.batch_size, self.seed, self._step_position)
+        return DataLoader(
+            self.train_set, batch_sampler=order, collate_fn=pass_batch, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        )  # fmt: skip
+
+    def _step_position(self) -> tuple[int, int]:
+        """(global step, steps per epoch) of the attached trainer; (0, 0) when there is none."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        per_epoch = trainer.num_training_batches
+        return trainer.global_step, int(per_epoch) if per_epoch != float("inf") else 0
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
@@ -363,9 +392,7 @@ class RAMDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict.get("recipe")
         if saved is not None and saved != self.recipe:
-            warnings.warn(
-                f"the checkpoint was trained on inputs {saved}, this run makes {self.recipe}", stacklevel=2
-            )
+            warnings.warn(f"the checkpoint was trained on inputs {saved}, this run makes {self.recipe}", stacklevel=2)
 
 
 # ----------------------------------------------------------------------------- helpers
