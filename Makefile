@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 ARGS ?=
 
-.PHONY: help setup data train test eval render sweep lint bench results results-quick clean
+.PHONY: help setup data train test eval render sweep lint bench results results-quick results results-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,25 @@ render: $(STAMP)  ## draw a checkpoint's glimpses as GIFs: make render CKPT=path
 
 bench: $(STAMP)  ## speed of the retina, the training step and canvas generation
 	$(PY) -m ram_lightning bench $(ARGS)
+
+# The results table: every row is a real run under outputs/results/, then docs/results.md is rewritten.
+RESULTS := $(PY) -m ram_lightning train -m paths.log_dir=outputs/results
+
+results: data  ## train every row of the paper's tables (days on a CPU; use trainer=gpu ARGS) and write docs/results.md
+	$(RESULTS) experiment=mnist model.net.num_glimpses=2,3,4,5,6,7 $(ARGS)
+	$(RESULTS) experiment=translated60,cluttered60,cluttered100 model.net.num_glimpses=4,6,8 $(ARGS)
+	$(RESULTS) experiment=cluttered60_random,fc_mnist,conv_mnist,fc_cluttered60,conv_cluttered60 $(ARGS)
+	$(PY) -m ram_lightning.results
+
+# One headline row per data set at a short schedule: about 30 minutes on a 2-core CPU.
+QUICK := $(RESULTS) 'tags=[quick]' model.net.core=rnn
+
+results-quick: data  ## the four headline rows at a short schedule, docs/results_quick.md
+	$(QUICK) experiment=mnist trainer.max_epochs=$(or $(QUICK_EPOCHS_MNIST),12) $(ARGS)
+	$(QUICK) experiment=translated60 model.net.num_glimpses=8 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),4) $(ARGS)
+	$(QUICK) experiment=cluttered60 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),4) $(ARGS)
+	$(QUICK) experiment=cluttered100 trainer.max_epochs=$(or $(QUICK_EPOCHS_100),3) $(ARGS)
+	$(PY) -m ram_lightning.results --quick
 
 clean:  ## remove caches and build files (never outputs/, data/ or checkpoints/)
 	rm -rf build dist .pytest_cache .ruff_cache src/*.egg-info
