@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ram_lightning.data.canvas import clutter, generator_for, make_canvases, translate
+from ram_lightning.data.canvas import clutter, make_canvases, translate
+from ram_lightning.seeding import generator_for
 
 
 def digits_with_marker(B: int, value: int = 1) -> torch.Tensor:

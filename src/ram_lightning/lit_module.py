@@ -12,6 +12,7 @@ from .baselines import ConvNet, FullyConnected
 from .errors import RAMError
 from .losses import hybrid_loss
 from .model import RAMOutput, RecurrentAttention
+from .seeding import generator_for
 
 
 class NonFiniteLossError(RAMError):
@@ -21,14 +22,6 @@ class NonFiniteLossError(RAMError):
 NETS = {"ram": RecurrentAttention, "fc": FullyConnected, "conv": ConvNet}
 STAGES = ("train", "val", "test")
 FORMAT_KEY, FORMAT_VERSION = "ram_lightning_format", 1  # bumped when old checkpoints can no longer load
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (base seed, step, rank...), so every step has its own stream."""
-    s = 0x9E3779B97F4A7C15
-    for p in parts:
-        s = (s ^ (int(p) + 0x9E3779B97F4A7C15 + (s << 6) + (s >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return s & 0x7FFFFFFFFFFFFFFF
 
 
 def build_net(net: dict, in_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
@@ -85,8 +78,7 @@ class RAMLitModule(pl.LightningModule):
     def _generator(self, x: torch.Tensor, stage: str, batch_idx: int) -> torch.Generator:
         # Sampling noise is a function of (seed, stage, step), so a resumed run draws what it would have.
         step = self.global_step if stage == "train" else batch_idx
-        seed = mix_seed(self.hparams.seed, STAGES.index(stage), step, self.global_rank)
-        return torch.Generator(device=x.device).manual_seed(seed)
+        return generator_for(x.device, self.hparams.seed, stage, step, self.global_rank)
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
         x, y = batch  # (B, C, H, W), (B,)

@@ -6,20 +6,10 @@ stays there, so clipping once gives the same canvas, and the order of additions 
 does not change it either. Canvases are therefore exact integers and can be cached as uint8.
 """
 
-import hashlib
 
 import torch
 
 VARIANTS = ("plain", "translated", "cluttered")
-
-
-def generator_for(device: torch.device | str, *keys: object) -> torch.Generator:
-    """A generator on ``device`` seeded from ``keys`` (e.g. seed, step, rank): same keys, same stream."""
-    text = ":".join(str(k) for k in keys).encode()
-    seed = int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1  # fits a signed int64
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
 
 
 def translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> torch.Tensor:

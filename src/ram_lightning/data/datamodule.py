@@ -17,11 +17,12 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ram_lightning.data.canvas import VARIANTS, generator_for, make_canvases
+from ram_lightning.data.canvas import VARIANTS, make_canvases
 from ram_lightning.data.fetch import SPLIT_FILES, ensure_raw, part_path
 from ram_lightning.data.idx import read_split
 from ram_lightning.data.images import load_image
 from ram_lightning.errors import ConfigError, DataError
+from ram_lightning.seeding import generator_for
 
 DATASETS = ("mnist", "fashion-mnist", "image_folder")
 RAW_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
