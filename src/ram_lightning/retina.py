@@ -4,11 +4,25 @@ import torch
 from torch import nn
 
 
+def _indicator(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """1 where a == b else 0, broadcast, in ``dtype``."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():  # exporters and compilers want the plain ops
+        return (a == b).to(dtype)
+    # eq written straight into the float dtype: on CPU several times faster than a bool mask and a cast
+    out = torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=dtype, device=a.device)
+    return torch.eq(a, b, out=out)
+
+
 class Retina(nn.Module):
     """Extract ``num_scales`` patches of side ``g * 2**i`` centred at ``l`` and average-pool each to g x g.
 
     Locations are (x, y) in [-1, 1]; (-1, -1) is the top-left corner of the image. Pixels outside the
-    image read as zero. All samples and all scales come from one gather.
+    image read as zero.
+
+    Cropping and block-summing are linear and separable, so each patch is ``R @ x @ C^T / f**2`` with
+    R (g, H) and C (g, W) 0/1 matrices that mark which pixels fall into which pooling block (blocks off
+    the image simply have no pixel). Two batched matmuls serve all samples and all scales, and the index
+    work is O(g * (H + W)) per sample rather than one gather index per pixel of every square.
     """
 
     def __init__(self, patch_size: int, num_scales: int = 1) -> None:
@@ -16,37 +30,35 @@ class Retina(nn.Module):
         if patch_size < 1 or num_scales < 1:
             raise ValueError(f"patch_size and num_scales must be >= 1, got {patch_size}, {num_scales}")
         self.g, self.k = patch_size, num_scales
-        sides = [patch_size * 2**i for i in range(num_scales)]
-        # Per pixel of the concatenated squares: its scale and its (row, col) offset inside its square.
-        scale = torch.cat([torch.full((s * s,), i) for i, s in enumerate(sides)])
-        dr = torch.cat([torch.arange(s).repeat_interleave(s) for s in sides])
-        dc = torch.cat([torch.arange(s).repeat(s) for s in sides])
-        self.register_buffer("_scale", scale, persistent=False)  # (P,)
-        self.register_buffer("_dr", dr, persistent=False)  # (P,)
-        self.register_buffer("_dc", dc, persistent=False)  # (P,)
-        self.register_buffer("_half", torch.tensor(sides, dtype=torch.float32) / 2, persistent=False)  # (k,)
-        self.sides = sides
+        f = 2.0 ** torch.arange(num_scales)  # (k,) pooling factor of each scale
+        self.register_buffer("_f", f, persistent=False)
+        self.register_buffer("_half", patch_size * f / 2, persistent=False)  # (k,) half side of each square
+        self.register_buffer("_area", (1 / f**2).view(-1, 1, 1), persistent=False)  # (k, 1, 1) block area^-1
+        self.register_buffer("_r", torch.arange(patch_size, dtype=torch.float32), persistent=False)  # (g,)
+        self.register_buffer("_pos", torch.arange(128, dtype=torch.float32), persistent=False)  # pixel indices
+
+    def _pixels(self, n: int) -> torch.Tensor:
+        if self._pos.numel() < n:  # a shape check, not a tensor value: grows once for large images
+            self._pos = torch.arange(n, dtype=torch.float32, device=self._pos.device)
+        return self._pos[:n]
+
+    def _blocks(self, centre: torch.Tensor, n: int) -> torch.Tensor:
+        """centre (B, 1) in pixels along an axis of n pixels -> (B, k, n): the pooling block of each pixel."""
+        start = torch.floor(centre - self._half)  # (B, k) first pixel of each square
+        # Exact in float32: every term is a whole number and f a power of two.
+        return torch.floor((self._pixels(n) - start.unsqueeze(-1)) / self._f.unsqueeze(-1))
 
     def forward(self, images: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         B, C, H, W = images.shape
+        k, g = self.k, self.g
         l = l.float()  # index arithmetic in float32 even for bf16 images
-        cx = (l[:, 0:1] + 1) / 2 * W  # (B, 1)
-        cy = (l[:, 1:2] + 1) / 2 * H
-        left = torch.floor(cx - self._half).long()  # (B, k)
-        top = torch.floor(cy - self._half).long()
-        rows = top[:, self._scale] + self._dr  # (B, P)
-        cols = left[:, self._scale] + self._dc
-        inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)  # (B, P)
-        flat = rows.clamp(0, H - 1) * W + cols.clamp(0, W - 1)  # (B, P)
-        pixels = images.reshape(B, C, H * W).gather(2, flat.unsqueeze(1).expand(B, C, -1))  # (B, C, P)
-        pixels = pixels * inside.unsqueeze(1).to(pixels.dtype)
-        patches, start = [], 0
-        for i, s in enumerate(self.sides):  # a loop over the k scales, not over samples
-            sq = pixels[:, :, start : start + s * s]
-            start += s * s
-            f = 2**i  # average non-overlapping f x f blocks: (B, C, g, f, g, f) -> (B, C, g, g)
-            patches.append(sq.reshape(B, C, self.g, f, self.g, f).mean(dim=(3, 5)))
-        return torch.stack(patches, dim=1)  # (B, k, C, g, g)
+        row_block = self._blocks((l[:, 1:2] + 1) / 2 * H, H)  # (B, k, H)
+        col_block = self._blocks((l[:, 0:1] + 1) / 2 * W, W)  # (B, k, W)
+        rows = _indicator(row_block.unsqueeze(2), self._r.unsqueeze(-1), images.dtype)  # (B, k, g, H)
+        cols = _indicator(col_block.unsqueeze(2), self._r.unsqueeze(-1), images.dtype)  # (B, k, g, W)
+        strips = (rows.view(B, 1, k * g, H) @ images).view(B, C, k, g, W)  # rows summed per block
+        sums = strips @ cols.unsqueeze(1).transpose(-1, -2)  # (B, C, k, g, W) @ (B, 1, k, W, g) -> (B, C, k, g, g)
+        return (sums * self._area.to(sums.dtype)).transpose(1, 2)  # block means, (B, k, C, g, g)
 
     def extra_repr(self) -> str:
         return f"patch_size={self.g}, num_scales={self.k}"
