@@ -60,6 +60,8 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     if (out_dir / "metrics.json").exists():
         raise RAMError(f"{out_dir} already holds a finished run; refusing to overwrite it")
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     dm = build(cfg.data)
     validate_model(cfg.model, dm.image_shape[1:])
     if cfg.ckpt_path is not None:
