@@ -85,7 +85,10 @@ def _max_diffs(got: list, want: tuple[torch.Tensor, torch.Tensor]) -> list[float
 def to_torchscript(model: Deterministic, example: torch.Tensor, check: torch.Tensor) -> tuple[bytes, list[float]]:
     """The traced model as bytes, and its max |diff| to eager on ``check`` after a save/load round trip."""
     with torch.no_grad(), _quiet_tracing():
-        traced = torch.jit.trace(model, example, check_inputs=[(check,)])
+        try:
+            traced = torch.jit.trace(model, example, check_inputs=[(check,)])
+        except torch.jit.TracingCheckError as err:  # the graph depends on the batch size: unusable
+            raise CheckpointError(f"the traced model does not generalise to other batch sizes: {err}") from err
         buf = io.BytesIO()
         torch.jit.save(traced, buf)
         loaded = torch.jit.load(io.BytesIO(buf.getvalue()))
@@ -155,7 +158,7 @@ def sidecar(cfg: DictConfig, module: RAMLitModule, model: Deterministic, model_p
             "dtype": "float32",
             "range": [0, 1],
             "preprocess": describe_inputs(recipe) if known else "unknown: the checkpoint records no data recipe",
-        },  # fmt: skip
+        },
         "outputs": {
             "logits": ["batch", len(names)],
             "locations": ["batch", T, 2],
