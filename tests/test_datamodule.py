@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import ram_lightning
+from conftest import write_shapes_folder
 from idx_utils import copy_files, write_tiny
 from ram_lightning.data import RAMDataModule, fetch, images, load_image
 from ram_lightning.data import datamodule as dm_module
@@ -80,9 +81,7 @@ def test_fixed_canvases_same_across_instances_and_cached(data_dir, tmp_path, mon
     a = make(data_dir, variant="cluttered", canvas=60)
     b = make(other, variant="cluttered", canvas=60)  # draws its own, in another folder
     assert a.cache_path("val").exists() and b.cache_path("test").exists()
-    assert torch.equal(a.val_set.images, b.val_set.images) and torch.equal(
-        a.test_set.images, b.test_set.images
-    )
+    assert torch.equal(a.val_set.images, b.val_set.images) and torch.equal(a.test_set.images, b.test_set.images)
 
     drawn = []
     monkeypatch.setattr(dm_module, "make_canvases", lambda *args: drawn.append(args) or args[0])
@@ -370,3 +369,17 @@ def test_data_command_reports_the_config_error_itself(tmp_path):
         )
     with pytest.raises(ConfigError, match="data.canvas=20"):  # not Hydra's InstantiationException wrapper
         prepare(cfg)
+
+
+def test_image_folder_skips_links_that_leave_the_folder(tmp_path) -> None:
+    root = write_shapes_folder(tmp_path / "shapes", n_per_class=4)
+    secret = write_shapes_folder(tmp_path / "elsewhere", n_per_class=1) / "left" / "0.png"
+    (root / "left" / "link.png").symlink_to(secret)
+    kwargs = dict(dataset="image_folder", root=str(root), image_size=16, data_dir=str(tmp_path / "d"))
+    dm = RAMDataModule(**kwargs)
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) linking outside .*link.png"):
+        dm.setup("fit")
+    assert sum(len(s) for s in (dm.train_set, dm.val_set, dm.test_set)) == 8
+    followed = RAMDataModule(**kwargs, follow_symlinks=True)
+    followed.setup("fit")
+    assert sum(len(s) for s in (followed.train_set, followed.val_set, followed.test_set)) == 9

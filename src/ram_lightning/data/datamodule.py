@@ -100,6 +100,7 @@ class RAMDataModule(pl.LightningDataModule):
         root: str | None = None,  # image_folder: root/<class>/<image files>
         channels: int = 1,  # image_folder: 1 grayscale, 3 RGB
         image_size: int | None = None,  # image_folder: side of the square input; default canvas
+        follow_symlinks: bool = False,  # image_folder: also read files that link outside root
     ):
         super().__init__()
         _check_choice("dataset", dataset, DATASETS)
@@ -116,7 +117,7 @@ class RAMDataModule(pl.LightningDataModule):
             ("channels", channels, 1),
         ]:
             _check_int(key, value, low)
-        for key, value in [("pin_memory", pin_memory), ("refetch", refetch)]:
+        for key, value in [("pin_memory", pin_memory), ("refetch", refetch), ("follow_symlinks", follow_symlinks)]:
             if not isinstance(value, bool):
                 raise ConfigError(f"data.{key}={value!r} is not allowed: use true or false")
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
@@ -138,7 +139,7 @@ class RAMDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.val_size, self.seed, self.refetch = val_size, seed, refetch
-        self.channels = channels
+        self.channels, self.follow_symlinks = channels, follow_symlinks
 
         if dataset == "image_folder":
             self._init_folder(root, channels, canvas if image_size is None else image_size)
@@ -254,6 +255,7 @@ class RAMDataModule(pl.LightningDataModule):
     def _read_folder(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         class_to_idx = {c: i for i, c in enumerate(self.classes)}
         samples = make_dataset(str(self.root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        samples = self._inside_root(samples)
         if len(samples) < 3:
             raise DataError(
                 f"{self.root} holds {len(samples)} image files; need at least 3 (train, val, test), "
@@ -269,6 +271,21 @@ class RAMDataModule(pl.LightningDataModule):
         test_pos, train_pos = _holdout(rest.numel(), n_hold, g)
         test_idx, train_idx = rest[test_pos], rest[train_pos]
         return {k: (images[i], labels[i]) for k, i in [("train", train_idx), ("val", val_idx), ("test", test_idx)]}
+
+    def _inside_root(self, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Drop files that are links to somewhere outside the folder, unless data.follow_symlinks is set."""
+        if self.follow_symlinks:
+            return samples
+        root = self.root.resolve()
+        inside = [Path(p).resolve().is_relative_to(root) for p, _ in samples]
+        outside = [p for (p, _), ok in zip(samples, inside, strict=True) if not ok]
+        if outside:
+            warnings.warn(
+                f"skipped {len(outside)} file(s) linking outside {self.root}, e.g. {outside[0]}; "
+                "set data.follow_symlinks=true to use them",
+                stacklevel=2,
+            )
+        return [sample for sample, ok in zip(samples, inside, strict=True) if ok]
 
     # ------------------------------------------------------------------------- fixed canvases
 
