@@ -14,6 +14,8 @@ from ram_lightning.checkpoint import load_module
 from ram_lightning.errors import CheckpointError, ConfigError
 from ram_lightning.export import export
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:FutureWarning")
+
 # Loads the TorchScript file in a new interpreter that has imported torch and nothing of ours.
 FRESH_LOAD = """
 import sys, torch
