@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 ARGS ?=
 
-.PHONY: help setup data train test eval render sweep lint bench results results-quick results results-quick clean
+.PHONY: help setup data train test eval render predict export sweep lint bench results results-quick results results-quick clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ lint: $(STAMP)  ## ruff
 
 render: $(STAMP)  ## draw a checkpoint's glimpses as GIFs: make render CKPT=path/to.ckpt
 	$(PY) -m ram_lightning render ckpt_path=$(CKPT) $(ARGS)
+
+predict: $(STAMP)  ## classify image files: make predict CKPT=path/to.ckpt INPUTS=folder_or_files
+	$(PY) -m ram_lightning predict ckpt_path=$(CKPT) inputs=$(INPUTS) $(ARGS)
+
+export: $(STAMP)  ## TorchScript or ONNX: make export CKPT=path/to.ckpt ARGS=format=onnx
+	$(PY) -m ram_lightning export ckpt_path=$(CKPT) $(ARGS)
 
 bench: $(STAMP)  ## speed of the retina, the training step and canvas generation
 	$(PY) -m ram_lightning bench $(ARGS)

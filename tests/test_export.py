@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ckpt_utils import MNIST_RECIPE, TINY_NET, save_untrained, train_on_folder
 
+from ckpt_utils import MNIST_RECIPE, TINY_NET, save_untrained, train_on_folder
 from conftest import compose_cfg, write_shapes_folder
 from ram_lightning.checkpoint import load_module
 from ram_lightning.errors import CheckpointError, ConfigError

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ckpt_utils import MNIST_RECIPE, save_untrained, train_on_folder
 from PIL import Image
 
+from ckpt_utils import MNIST_RECIPE, save_untrained, train_on_folder
 from conftest import compose_cfg, run_cli, write_shapes_folder
 from ram_lightning.data.own_images import digit_canvas
 from ram_lightning.errors import ConfigError, DataError
