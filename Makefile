@@ -58,13 +58,13 @@ results: data  ## train every row of the paper's tables (days on a CPU; use trai
 	$(PY) -m ram_lightning.results
 
 # One headline row per data set at a short schedule: about 30 minutes on a 2-core CPU.
-QUICK := $(RESULTS) 'tags=[quick]' model.net.core=rnn
+QUICK := $(RESULTS) 'tags=[quick]' model.net.core=rnn threads=1 +trainer.enable_progress_bar=false
 
 results-quick: data  ## the four headline rows at a short schedule, docs/results_quick.md
-	$(QUICK) experiment=mnist trainer.max_epochs=$(or $(QUICK_EPOCHS_MNIST),12) $(ARGS)
-	$(QUICK) experiment=translated60 model.net.num_glimpses=8 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),4) $(ARGS)
-	$(QUICK) experiment=cluttered60 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),4) $(ARGS)
-	$(QUICK) experiment=cluttered100 trainer.max_epochs=$(or $(QUICK_EPOCHS_100),3) $(ARGS)
+	$(QUICK) experiment=mnist trainer.max_epochs=$(or $(QUICK_EPOCHS_MNIST),15) $(ARGS)
+	$(QUICK) experiment=translated60 model.net.num_glimpses=8 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),6) $(ARGS)
+	$(QUICK) experiment=cluttered60 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),6) $(ARGS)
+	$(QUICK) experiment=cluttered100 trainer.max_epochs=$(or $(QUICK_EPOCHS_100),4) $(ARGS)
 	$(PY) -m ram_lightning.results --quick
 
 clean:  ## remove caches and build files (never outputs/, data/ or checkpoints/)
