@@ -13,7 +13,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from conftest import compose_cfg
 from ram_lightning import RAMLitModule
-from ram_lightning.checkpoint import load_module, read_checkpoint
+from ram_lightning.checkpoint import load_module, read_checkpoint, slim_checkpoint
 from ram_lightning.errors import CheckpointError
 from ram_lightning.evaluate import evaluate
 from ram_lightning.lit_module import NonFiniteLossError
@@ -138,3 +138,15 @@ def test_a_run_resumed_mid_epoch_ends_exactly_like_an_uninterrupted_one(train_cf
     for key in ("val/err", "val/err_mc", "val/loss", "test/err", "test/err_mc", "test/loss", "test/loss_reinforce"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
     assert (stopped / "checkpoints" / "epoch_000.ckpt").is_file() and interrupted.is_file()  # nothing deleted
+
+
+def test_a_slim_checkpoint_loads_alike_and_is_never_written_twice(tmp_path: Path) -> None:
+    full = tiny_checkpoint(tmp_path / "full.ckpt")
+    slim = slim_checkpoint(full, tmp_path / "ship" / "slim.ckpt")
+    assert "optimizer_states" not in read_checkpoint(slim)
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(load_module(slim)(x, deterministic=True).logits,
+                                   load_module(full)(x, deterministic=True).logits)  # fmt: skip
+    with pytest.raises(CheckpointError, match="exists"):
+        slim_checkpoint(full, slim)

@@ -50,3 +50,18 @@ def load_module(path: str | Path) -> RAMLitModule:
     except (TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path} does not match a ram-lightning model: {str(err).splitlines()[0]}") from None
     return module.eval()
+
+
+SHIPPED_KEYS = ("state_dict", "hyper_parameters", FORMAT_KEY, "epoch", "global_step", "pytorch-lightning_version")
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint without optimiser and loop state (a third of the size): enough for eval, render,
+    predict and export, not for resuming. Never overwrites ``dst``."""
+    ckpt = read_checkpoint(src)
+    dst = Path(dst)
+    if dst.exists():
+        raise CheckpointError(f"{dst} exists; refusing to overwrite it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: ckpt[k] for k in SHIPPED_KEYS if k in ckpt}, dst)
+    return dst

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .checkpoint import slim_checkpoint
+
 
 @dataclass(frozen=True)
 class Row:
@@ -124,12 +126,24 @@ def report(root: Path, quick: bool) -> str:
     )
 
 
+def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
+    """Copy a run's best checkpoint, slimmed, to checkpoints/<name>.ckpt with checkpoints/<name>.metrics.json."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ckpt = slim_checkpoint(metrics["best_ckpt"], dest / f"{name}.ckpt")
+    (dest / f"{name}.metrics.json").write_text(json.dumps({"run": str(run_dir), **metrics}, indent=2) + "\n")
+    return ckpt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="outputs/results", help="folder holding the training runs")
     parser.add_argument("--quick", action="store_true", help="the results-quick table")
     parser.add_argument("--out", default=None, help="default: docs/results.md or docs/results_quick.md")
+    parser.add_argument("--ship", nargs=2, metavar=("RUN_DIR", "NAME"), help="ship a run's best checkpoint")
     args = parser.parse_args()
+    if args.ship:
+        print(f"wrote {ship(Path(args.ship[0]), args.ship[1])}")
+        return
     out = Path(args.out or ("docs/results_quick.md" if args.quick else "docs/results.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report(Path(args.runs), args.quick))
