@@ -57,8 +57,8 @@ class RecurrentAttention(nn.Module):
         self.baseline = nn.Linear(hidden, 1)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def _uniform(self, B: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.rand(B, 2, generator=generator, device=x.device, dtype=torch.float32) * 2 - 1
+    def _uniform(self, n: int, B: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(n, B, 2, generator=generator, device=x.device, dtype=torch.float32) * 2 - 1  # (n, B, 2)
 
     def forward(
         self,
@@ -72,16 +72,23 @@ class RecurrentAttention(nn.Module):
         A uniform first location (and the random-glimpse ablation) draws from ``generator``, so a seeded
         generator makes even those runs repeatable.
         """
-        B = x.shape[0]
+        B, T = x.shape[0], self.num_glimpses
         h = x.new_zeros(B, self.core.hidden, dtype=torch.float32)
         state = (h, h)
-        if self.first_location == "uniform" or self.random_glimpses:
-            l_t = self._uniform(B, x, generator)
+        # All randomness is drawn before the unroll: one call per kind, and none inside the loop, where a
+        # generator argument would split a torch.compile graph at every step.
+        if self.random_glimpses:
+            where = self._uniform(T, B, x, generator)  # (T, B, 2): every location at random
+        elif self.first_location == "uniform":
+            where = self._uniform(1, B, x, generator)  # (1, B, 2)
         else:
-            l_t = x.new_zeros(B, 2, dtype=torch.float32)
+            where = x.new_zeros(1, B, 2, dtype=torch.float32)
+        sample = not (deterministic or self.random_glimpses)
+        noise = torch.randn(T - 1, B, 2, generator=generator, device=x.device) if sample else None  # (T-1, B, 2)
+        l_t = where[0]
         zero = x.new_zeros(B, dtype=torch.float32)
         log_probs, baselines, locations, patches = [], [], [], []
-        for t in range(self.num_glimpses):
+        for t in range(T):
             rho = self.retina(x, l_t)  # (B, k, C, g, g)
             g_t = self.glimpse(rho.to(l_t.dtype), l_t)  # l_t is detached: CE never reaches the locator
             state = self.core(g_t, state)
@@ -90,13 +97,13 @@ class RecurrentAttention(nn.Module):
             if return_patches:
                 patches.append(rho)
             baselines.append(self.baseline(h_t.detach()).squeeze(-1))  # the critic never trains the core
-            if t == self.num_glimpses - 1:  # the last state chooses no location
+            if t == T - 1:  # the last state chooses no location
                 log_probs.append(zero)
             elif self.random_glimpses:
-                l_t = self._uniform(B, x, generator)
+                l_t = where[t + 1]
                 log_probs.append(zero)
             else:
-                l_t, log_prob = self.locator(h_t, deterministic, generator)
+                l_t, log_prob = self.locator(h_t, None if noise is None else noise[t])
                 log_probs.append(log_prob)
         return RAMOutput(
             logits=self.classifier(h_t),

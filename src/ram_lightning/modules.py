@@ -60,16 +60,13 @@ class Locator(nn.Module):
         self.fc = nn.Linear(hidden, 2)
         self.std = std
 
-    def forward(
-        self, h: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the next location (B, 2), clipped to [-1, 1] and detached, and its log-probability (B,)."""
+    def forward(self, h: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the next location (B, 2), clipped to [-1, 1] and detached, and its log-probability (B,).
+
+        ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean.
+        """
         mu = torch.tanh(self.fc(h.detach()))  # REINFORCE trains the locator only, never the core
-        if deterministic:
-            l = mu.detach()
-        else:
-            noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            l = (mu + self.std * noise).detach()
+        l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
         # Closed-form Gaussian log-density: torch.distributions would validate its arguments with a host sync.
         log_prob = (-0.5 * ((l - mu) / self.std) ** 2).sum(-1) - 2 * (math.log(self.std) + _HALF_LOG_2PI)  # (B,)
         return l.clamp(-1, 1), log_prob
