@@ -77,6 +77,12 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
     )
 
 
+def quiet_trainer(**kwargs: object) -> pl.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar or summary; ``kwargs`` add to it."""
+    quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    return pl.Trainer(**{**quiet, "enable_model_summary": False, **kwargs})
+
+
 class StopAtStep(pl.Callback):
     """Stop training as SIGTERM would, after the optimiser step that reaches ``step``."""
 

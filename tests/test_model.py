@@ -1,7 +1,7 @@
 import pytest
-import pytorch_lightning as pl
 import torch
 
+from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
@@ -124,15 +124,7 @@ def test_checkpoint_round_trip(tmp_path, kind: str) -> None:
     lit = RAMLitModule(net, (1, 28, 28), mc_train=2, mc_eval=3, recipe={"variant": "plain"})
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=1, default_root_dir=tmp_path)
     trainer.fit(lit, loader, loader)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -147,14 +139,7 @@ def test_monte_carlo_evaluation_logs_both_errors() -> None:
     lit = RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), mc_train=3, mc_eval=4)
     x, y = torch.rand(12, 1, 16, 16), torch.randint(0, 10, (12,))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=2)
     trainer.fit(lit, loader, loader)
     train_keys = {
         "train/loss",

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from conftest import compose_cfg
+from conftest import compose_cfg, quiet_trainer
 from ram_lightning import RAMLitModule
 from ram_lightning.checkpoint import load_module, read_checkpoint, slim_checkpoint
 from ram_lightning.errors import CheckpointError
@@ -32,7 +31,7 @@ TINY = {
 
 def tiny_checkpoint(path: Path) -> Path:
     lit = RAMLitModule(TINY, (1, 16, 16), recipe={"dataset": "mnist"})
-    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_steps=0)
     trainer.strategy.connect(lit)
     trainer.save_checkpoint(path)
     return path
@@ -43,7 +42,7 @@ def test_non_finite_loss_stops_training_naming_step_and_term() -> None:
     x[0, 0, 8, 8] = float("nan")  # a NaN pixel in the first glimpse poisons every term
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(8, dtype=torch.long)), 4)
     lit = RAMLitModule(TINY, (1, 16, 16))
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(max_epochs=1)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 0 \(epoch 0\): .*loss_ce"):
         trainer.fit(lit, loader)
 
