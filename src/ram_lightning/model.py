@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .modules import Core, GlimpseNetwork, Locator
 from .retina import Retina
@@ -86,29 +87,35 @@ class RecurrentAttention(nn.Module):
         sample = not (deterministic or self.random_glimpses)
         noise = torch.randn(T - 1, B, 2, generator=generator, device=x.device) if sample else None  # (T-1, B, 2)
         l_t = where[0]
-        zero = x.new_zeros(B, dtype=torch.float32)
-        log_probs, baselines, locations, patches = [], [], [], []
+        hs, mus, draws, locations, patches = [], [], [], [], []
         for t in range(T):
             rho = self.retina(x, l_t)  # (B, k, C, g, g)
             g_t = self.glimpse(rho.to(l_t.dtype), l_t)  # l_t is detached: CE never reaches the locator
             state = self.core(g_t, state)
-            h_t = state[0]
+            hs.append(state[0])
             locations.append(l_t)
             if return_patches:
                 patches.append(rho)
-            baselines.append(self.baseline(h_t.detach()).squeeze(-1))  # the critic never trains the core
             if t == T - 1:  # the last state chooses no location
-                log_probs.append(zero)
-            elif self.random_glimpses:
+                break
+            if self.random_glimpses:
                 l_t = where[t + 1]
-                log_probs.append(zero)
             else:
-                l_t, log_prob = self.locator(h_t, None if noise is None else noise[t])
-                log_probs.append(log_prob)
+                mu, l = self.locator(state[0], None if noise is None else noise[t])
+                mus.append(mu)
+                draws.append(l)
+                l_t = l.clamp(-1, 1)
+        h_all = torch.stack(hs, 1)  # (B, T, hidden)
+        # Heads that the unroll does not wait for run once on all T states: fewer, larger ops.
+        baseline = self.baseline(h_all.detach()).squeeze(-1)  # (B, T); the critic never trains the core
+        if mus:  # log pi(l_{t+1} | h_t), and 0 for the last state, which chooses nothing
+            log_prob = F.pad(self.locator.log_prob(torch.stack(mus, 1), torch.stack(draws, 1)), (0, 1))  # (B, T)
+        else:
+            log_prob = x.new_zeros(B, T, dtype=torch.float32)
         return RAMOutput(
-            logits=self.classifier(h_t),
-            log_prob=torch.stack(log_probs, 1),  # (B, T)
-            baseline=torch.stack(baselines, 1),  # (B, T)
+            logits=self.classifier(hs[-1]),
+            log_prob=log_prob,
+            baseline=baseline,
             locations=torch.stack(locations, 1),  # (B, T, 2)
             patches=torch.stack(patches, 1) if return_patches else None,  # (B, T, k, C, g, g)
         )

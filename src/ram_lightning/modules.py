@@ -61,12 +61,15 @@ class Locator(nn.Module):
         self.std = std
 
     def forward(self, h: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the next location (B, 2), clipped to [-1, 1] and detached, and its log-probability (B,).
+        """Return the policy mean mu (B, 2) and the location drawn from pi (B, 2), detached and not yet clipped.
 
         ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean.
         """
         mu = torch.tanh(self.fc(h.detach()))  # REINFORCE trains the locator only, never the core
         l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
+        return mu, l
+
+    def log_prob(self, mu: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        """log pi(l | mu) (...,) of unclipped draws l (..., 2); one call serves every step of an unroll."""
         # Closed-form Gaussian log-density: torch.distributions would validate its arguments with a host sync.
-        log_prob = (-0.5 * ((l - mu) / self.std) ** 2).sum(-1) - 2 * (math.log(self.std) + _HALF_LOG_2PI)  # (B,)
-        return l.clamp(-1, 1), log_prob
+        return (-0.5 * ((l - mu) / self.std) ** 2).sum(-1) - 2 * (math.log(self.std) + _HALF_LOG_2PI)
