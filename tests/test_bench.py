@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from ram_lightning import Retina
 from ram_lightning.bench import LoopRetina, bench
 from ram_lightning.config import CONF_DIR
+from ram_lightning.errors import ConfigError
 
 TINY = [
     "quick=true",
@@ -43,6 +44,7 @@ def test_quick_bench_writes_every_section_with_positive_numbers(tmp_path) -> Non
     assert [c["canvas"] for c in written["canvas"]] == ["translated60", "cluttered60", "cluttered100"]
     assert all(c["images_per_s"] > 0 for c in written["canvas"])
     assert {o["variant"] for o in written["options"]} == {"eager", "fused_adam"}
+    assert 0 < written["profile"]["matmul_share"] < 1 and written["profile"]["top"]
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -59,3 +61,11 @@ def test_loop_retina_matches_retina_on_lattice_points(k: int, C: int) -> None:
     l[0] = torch.tensor([-1.0, -1.0])
     l[1] = torch.tensor([1.0, 1.0])
     torch.testing.assert_close(LoopRetina(g, k)(images, l), Retina(g, k)(images, l))
+
+
+def test_unknown_clock_is_a_config_error(tmp_path) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("bench", overrides=[*TINY, "clock=sundial", f"out={tmp_path / 'b.json'}"])
+    with pytest.raises(ConfigError, match="clock"):
+        bench(cfg)
+    assert not (tmp_path / "b.json").exists()

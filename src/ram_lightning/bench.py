@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import run_reporting_errors
@@ -42,6 +43,7 @@ EXPERIMENTS = {
 # Canvas generation: (name, canvas side, distractors); 0 distractors means a translated canvas.
 CANVASES = (("translated60", 60, 0), ("cluttered60", 60, 4), ("cluttered100", 100, 8))
 DISTRACTOR_SIZE, POOL_SIZE = 8, 1000
+GEMMS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Timing:
     repeats: int  # timed runs per measurement; the best and the median are kept
     warmup: int  # untimed calls first (allocator, caches, lazy init)
     min_time: float  # seconds each timed run lasts at least
+    clock: Callable[[], float] = time.perf_counter  # process_time: CPU seconds, blind to other processes' load
 
 
 class LoopRetina(nn.Module):
@@ -93,14 +96,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run(fn: Callable[[], object], n: int, device: torch.device) -> float:
+def _run(fn: Callable[[], object], n: int, device: torch.device, clock: Callable[[], float]) -> float:
     """Seconds per call over n back-to-back calls."""
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(n):
         fn()
     _sync(device)
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def _time(fns: dict[str, Callable[[], object]], device: torch.device, t: Timing) -> dict[str, dict]:
@@ -112,11 +115,11 @@ def _time(fns: dict[str, Callable[[], object]], device: torch.device, t: Timing)
     for name, fn in fns.items():
         for _ in range(t.warmup):
             fn()
-        calls[name] = max(1, math.ceil(t.min_time / _run(fn, 1, device)))
+        calls[name] = max(1, math.ceil(t.min_time / _run(fn, 1, device, t.clock)))
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(t.repeats):
         for name, fn in fns.items():
-            times[name].append(_run(fn, calls[name], device))
+            times[name].append(_run(fn, calls[name], device, t.clock))
     return {n: {"best_s": min(v), "median_s": statistics.median(v), "calls": calls[n]} for n, v in times.items()}
 
 
@@ -152,14 +155,46 @@ def train_step(lit: RAMLitModule, B: int, setting: str, bf16: bool, fused_adam: 
     hp = lit.hparams
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with record_function("forward"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = lit(x, generator=gen)
             terms = hybrid_loss(out, y, hp.reinforce_weight, hp.baseline_weight)
-        opt.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        opt.step()
+        with record_function("backward"):
+            opt.zero_grad(set_to_none=True)
+            terms.loss.backward()
+        with record_function("optimizer"):
+            opt.step()
 
     return step
+
+
+def profile_step(cfg: DictConfig, device: torch.device) -> dict:
+    """Where one training step's time goes, by torch.profiler: phases, the matmuls' share, the top ops by self time.
+
+    Run with threads=1 to read the numbers as the time of one core.
+    """
+    setting, B, n = cfg.experiments[0], cfg.batches[0], 2 if cfg.quick else 10
+    step = train_step(_lit(setting, "rnn", False, device), B, setting, False)
+    for _ in range(3):
+        step()
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        for _ in range(n):
+            step()
+    events = prof.key_averages()
+    phases = {e.key: e.cpu_time_total / n / 1e3 for e in events if e.key in ("forward", "backward", "optimizer")}
+    own = {e.key: (e.self_device_time_total if cuda else e.self_cpu_time_total) / n / 1e3 for e in events}
+    own = {k: v for k, v in own.items() if k not in phases and v > 0}  # ms per step, kernels only on CUDA
+    total = sum(own.values())
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "experiment": setting,
+        "core": "rnn",
+        "batch": B,
+        "phases_ms": phases,
+        "op_ms": total,
+        "matmul_share": sum(own.get(k, 0.0) for k in GEMMS) / total,
+        "top": [{"op": k, "ms": v, "share": v / total} for k, v in top],
+    }
 
 
 def flops_per_image(setting: str, core: str) -> dict[str, float]:
@@ -309,6 +344,7 @@ def _machine(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # PASSIVE keeps 2 threads usable on a busy CPU
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -325,10 +361,17 @@ def _out_path(cfg: DictConfig) -> Path:
     return path
 
 
-def _timing(cfg: DictConfig) -> Timing:
+def _timing(cfg: DictConfig, device: torch.device) -> Timing:
+    clock = time.perf_counter
+    if cfg.clock == "cpu":
+        if device.type != "cpu" or torch.get_num_threads() != 1:
+            raise ConfigError("clock=cpu counts this process's CPU seconds: it needs device=cpu and threads=1")
+        clock = time.process_time
+    elif cfg.clock != "wall":
+        raise ConfigError(f"clock must be wall or cpu, got {cfg.clock!r}")
     if cfg.quick:  # a smoke run: every measurement once
-        return Timing(repeats=1, warmup=1, min_time=0.0)
-    return Timing(repeats=int(cfg.repeats), warmup=int(cfg.warmup), min_time=float(cfg.min_time))
+        return Timing(repeats=1, warmup=1, min_time=0.0, clock=clock)
+    return Timing(repeats=int(cfg.repeats), warmup=int(cfg.warmup), min_time=float(cfg.min_time), clock=clock)
 
 
 def bench(cfg: DictConfig) -> dict:
@@ -336,17 +379,20 @@ def bench(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = _device(cfg.device)
-    t = _timing(cfg)
+    t = _timing(cfg, device)
     result: dict = {"machine": _machine(device), "config": _plain(cfg), "load_start": os.getloadavg()}
     peak = matmul_peak(device, 512 if cfg.quick else cfg.matmul_size, t)
     result["matmul_gflops_per_s"] = peak
-    flops = {(s, c): flops_per_image(s, c) for s in {*cfg.experiments, *cfg.loop_experiments} for c in cfg.cores}
+    settings = dict.fromkeys([*cfg.experiments, *cfg.loop_experiments])  # in order, once each
+    flops = {(s, c): flops_per_image(s, c) for s in settings for c in cfg.cores}
     result["flops_per_image"] = [{"experiment": s, "core": c, **v} for (s, c), v in flops.items()]
     result["retina"] = bench_retina(cfg, device, t)
     result["train"] = bench_train(cfg, device, t, peak, flops)
     result["loop"] = bench_loop(cfg, device, t)
     result["canvas"] = bench_canvas(cfg, device, t)
     result["options"] = bench_options(cfg, device, t, peak, flops)
+    if cfg.profile:
+        result["profile"] = profile_step(cfg, device)
     result["peak_mem_mb"] = _memory_mb(device)
     result["load_end"] = os.getloadavg()
     path = _out_path(cfg)
@@ -370,7 +416,7 @@ def report(r: dict) -> str:
     lines = [
         f"{m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads, torch {m['torch']}, device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else ""),
-        f"load average at start {r['load_start'][0]:.2f}, at end {r['load_end'][0]:.2f}",
+        f"clock {r['config']['clock']}; load average at start {r['load_start'][0]:.2f}, at end {r['load_end'][0]:.2f}",
         f"matmul peak: {r['matmul_gflops_per_s']:.0f} GFLOP/s",
         "",
         f"{'experiment':<14}{'core':<6}{'MFLOP/img':>10}{'retina':>8}",
@@ -406,6 +452,12 @@ def report(r: dict) -> str:
         f"{x['gain']:>7.2f}" + (f"  (compiled in {x['compile_s']:.0f} s)" if "compile_s" in x else "")
         for x in r["options"]
     ]
+    if "profile" in r:
+        p = r["profile"]
+        phases = ", ".join(f"{k} {v:.1f} ms" for k, v in p["phases_ms"].items())
+        share = f"matmuls {100 * p['matmul_share']:.0f} % of {p['op_ms']:.1f} ms in ops; top ops by self time:"
+        lines += ["", f"profile of one step ({p['experiment']}, {p['core']}, batch {p['batch']}): {phases}", share]
+        lines += [f"  {x['op'][:52]:<52}{x['ms']:>8.2f} ms{100 * x['share']:>6.1f} %" for x in p["top"]]
     return "\n".join(lines)
 
 
