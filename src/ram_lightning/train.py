@@ -51,7 +51,7 @@ def hardware(trainer: pl.Trainer) -> str:
     with contextlib.suppress(OSError):
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads x {n} process(es)"
+    return f"{model}, {os.cpu_count()} cores, threads={torch.get_num_threads()}, processes={n}"
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
