@@ -1,5 +1,6 @@
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -149,3 +150,14 @@ def test_a_slim_checkpoint_loads_alike_and_is_never_written_twice(tmp_path: Path
                                    load_module(full)(x, deterministic=True).logits)  # fmt: skip
     with pytest.raises(CheckpointError, match="exists"):
         slim_checkpoint(full, slim)
+
+
+def test_two_runs_started_in_the_same_second_get_different_folders() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from ram_lightning.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        first, second = (compose("train", return_hydra_config=True).hydra.run.dir for _ in range(2))
+    assert first != second  # microseconds in the name: a run started in the same second gets its own folder
+    assert re.fullmatch(r".*/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", first), first
