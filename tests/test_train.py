@@ -147,3 +147,13 @@ def test_help(tmp_path) -> None:
     assert res.returncode == 0 and "experiment: " in res.stdout and "cluttered60" in res.stdout
     res = run_cli("fly", cwd=tmp_path)
     assert res.returncode == 2 and "unknown command 'fly'" in res.stderr
+
+
+def test_optuna_sweep_returns_the_optimised_metric(shapes_folder, tmp_path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the sweep extra: pip install -e '.[sweep]'")
+    sweep = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"]
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    res = run_cli("train", *sweep, f"data.root={shapes_folder}", *FOLDER_RUN, logs, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Best value:" in res.stdout + res.stderr
+    assert len(list((tmp_path / "logs" / "train" / "multiruns").glob("*/*/metrics.json"))) == 2
