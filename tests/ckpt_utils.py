@@ -13,7 +13,7 @@ FOLDER_TRAIN = [
     "data=image_folder", "data.image_size=24", "data.batch_size=8", "data.eval_batch_size=8",
     "model.net.patch_size=6", "model.net.num_glimpses=2", "model.mc_eval=2", "trainer.max_epochs=1",
     "logger=none", "callbacks=none", "test=false", "+trainer.enable_model_summary=false",
-    "+trainer.enable_progress_bar=false", *TINY_RAM,
+    "+trainer.enable_progress_bar=false", "model.net.first_location=center", *TINY_RAM,
 ]  # fmt: skip
 TINY_NET = {"kind": "ram", "patch_size": 6, "num_glimpses": 3, "hidden_g": 16, "hidden_l": 8, "glimpse_dim": 32,
             "hidden": 32}  # fmt: skip
