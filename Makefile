@@ -23,7 +23,7 @@ train: data  ## train the default experiment (28x28 MNIST, 6 glimpses); extra ov
 	$(PY) -m ram_lightning train $(ARGS)
 
 test: $(STAMP)  ## the test suite (CPU, no network, tiny data made by the tests)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 eval: $(STAMP)  ## evaluate a checkpoint: make eval CKPT=path/to.ckpt
 	$(PY) -m ram_lightning eval ckpt_path=$(CKPT) $(ARGS)
