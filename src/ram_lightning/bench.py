@@ -267,7 +267,11 @@ def bench_train(cfg: DictConfig, device: torch.device, t: Timing, peak: float, f
 
 
 def bench_loop(cfg: DictConfig, device: torch.device, t: Timing) -> list[dict]:
-    """The training step with the vectorised retina and with the per-sample loop, timed in turns."""
+    """The training step with the vectorised retina and with the per-sample loop, timed in turns.
+
+    With ``compile`` the vectorised network is also timed under torch.compile (the loop cannot be compiled:
+    it reads every location on the host).
+    """
     rows = []
     B = cfg.loop_batch
     for setting in cfg.loop_experiments:
@@ -275,12 +279,14 @@ def bench_loop(cfg: DictConfig, device: torch.device, t: Timing) -> list[dict]:
         fast, loop = _lit(setting, "rnn", False, device), _lit(setting, "rnn", False, device)
         loop.net.retina = LoopRetina(g, k)
         steps = {"vectorised": train_step(fast, B, setting, False), "loop": train_step(loop, B, setting, False)}
-        s = _time(steps, device, t)
-        vec, per_sample = B / s["vectorised"]["best_s"], B / s["loop"]["best_s"]
-        rows.append(
-            {"experiment": setting, "core": "rnn", "batch": B, "vectorised_images_per_s": vec}
-            | {"loop_images_per_s": per_sample, "ratio": vec / per_sample, "load": os.getloadavg()[0]}
-        )
+        if cfg.compile:
+            steps["compiled"] = train_step(_lit(setting, "rnn", True, device), B, setting, False)
+        s = {name: B / v["best_s"] for name, v in _time(steps, device, t).items()}  # images/s
+        row = {"experiment": setting, "core": "rnn", "batch": B, "vectorised_images_per_s": s["vectorised"]}
+        row |= {"loop_images_per_s": s["loop"], "ratio": s["vectorised"] / s["loop"]}
+        if cfg.compile:
+            row |= {"compiled_images_per_s": s["compiled"], "ratio_compiled": s["compiled"] / s["loop"]}
+        rows.append(row | {"load": os.getloadavg()[0]})
     return rows
 
 
@@ -442,6 +448,7 @@ def report(r: dict) -> str:
     lines += [
         f"{x['experiment']:<14}{x['batch']:>6}{x['vectorised_images_per_s']:>12.0f}{x['loop_images_per_s']:>10.0f}"
         f"{x['ratio']:>8.2f}"
+        + (f"   compiled {x['compiled_images_per_s']:.0f}: {x['ratio_compiled']:.2f}" if "ratio_compiled" in x else "")
         for x in r["loop"]
     ]
     lines += ["", f"{'canvas':<14}{'batch':>6}{'images/s':>12}"]
