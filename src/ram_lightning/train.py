@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,8 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
     metrics: dict[str, float | str] = epoch_metrics(trainer)
     metrics.update(epochs=trainer.current_epoch, fit_seconds=round(time.perf_counter() - start, 1))
-    metrics.update(hardware=hardware(trainer), command=" ".join(sys.argv))
+    command = " ".join(["python -m ram_lightning train", *map(shlex.quote, sys.argv[1:])])
+    metrics.update(hardware=hardware(trainer), command=command)
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
