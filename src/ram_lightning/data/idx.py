@@ -56,7 +56,5 @@ def read_split(
             f"labels; the two files belong to different splits or one is damaged. {_FIX}"
         )
     if labels.numel() and int(labels.max()) >= num_classes:
-        raise DataError(
-            f"{labels_path} contains label {int(labels.max())}, outside 0..{num_classes - 1}. {_FIX}"
-        )
+        raise DataError(f"{labels_path} contains label {int(labels.max())}, outside 0..{num_classes - 1}. {_FIX}")
     return images, labels
