@@ -103,7 +103,8 @@ def test_other_models_versions_and_foreign_targets_are_refused(tmp_path: Path) -
         load_module(tmp_path / "target.ckpt")  # rebuilt from our own classes: the _target_ is never imported
 
 
-def test_sigterm_saves_a_checkpoint_and_prints_how_to_resume(shapes_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_prints_how_to_resume(shapes_folder: Path, tmp_path: Path, sig) -> None:
     args = [
         sys.executable, "-m", "ram_lightning", "train", "data=image_folder", f"data.root={shapes_folder}",
         "data.image_size=24", "data.batch_size=2", "model.net.patch_size=6", "model.net.num_glimpses=2",
@@ -115,7 +116,7 @@ def test_sigterm_saves_a_checkpoint_and_prints_how_to_resume(shapes_folder: Path
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("*/checkpoints/last.ckpt")):
         time.sleep(0.5)  # wait until an epoch has finished: training is under way
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     saved = list(runs.glob("*/checkpoints/interrupted.ckpt"))
     assert len(saved) == 1, err[-3000:]
