@@ -16,8 +16,9 @@ from conftest import compose_cfg, run_cli
 from ram_lightning import RAMLitModule, RecurrentAttention, Retina
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import CheckpointError, ConfigError
-from ram_lightning.render import fresh_paths, render
+from ram_lightning.paths import fresh_paths
 from ram_lightning.render import main as render_main
+from ram_lightning.render import render
 from ram_lightning.train import train
 from ram_lightning.viz import GlimpseImages, frame_duration_ms, frame_layout, glimpse_frames, scale_squares, write_gif
 from ram_lightning.viz.frames import SCALE_COLOURS, square_sides

@@ -31,6 +31,7 @@ from .data.canvas import clutter, translate
 from .errors import ConfigError
 from .lit_module import RAMLitModule
 from .losses import hybrid_loss
+from .paths import free_path
 from .retina import Retina
 
 # The paper's settings: canvas side, patch g, scales k, glimpses T (as in conf/experiment).
@@ -359,12 +360,7 @@ def _machine(device: torch.device) -> dict:
 
 def _out_path(cfg: DictConfig) -> Path:
     default = Path(cfg.paths.log_dir) / "bench" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
-    path = Path(cfg.out) if cfg.out else default
-    stem, n = path, 1
-    while path.exists():  # never overwrite an earlier measurement
-        path = stem.with_name(f"{stem.stem}_{n}{stem.suffix}")
-        n += 1
-    return path
+    return free_path(Path(cfg.out) if cfg.out else default)  # never overwrite an earlier measurement
 
 
 def _timing(cfg: DictConfig, device: torch.device) -> Timing:

@@ -9,13 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-
-def free_path(path: Path) -> Path:
-    """``path``, or ``name_1.ext``, ``name_2.ext``, ... : the first that does not exist yet."""
-    candidate, n = path, 1
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.stem}_{n}{path.suffix}"), n + 1
-    return candidate
+from .paths import free_path
 
 
 class GracefulInterrupt(pl.Callback):

@@ -11,13 +11,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from .callbacks import free_path
 from .checkpoint import load_module
 from .cli import build, run_reporting_errors
 from .config import CONF_DIR
 from .data import RAMDataModule
 from .errors import ConfigError
 from .lit_module import RAMLitModule
+from .paths import free_path
 from .train import epoch_metrics, format_metrics
 
 

@@ -22,7 +22,7 @@ from .data.images import MAX_PIXELS
 from .data.own_images import check_recipe, check_size, class_names, describe_inputs, input_shape, to_input
 from .errors import CheckpointError, ConfigError, DataError
 from .model import RecurrentAttention
-from .render import fresh_paths
+from .paths import fresh_paths
 from .viz.gif import write_gif
 from .viz.glimpses import draw_batch
 

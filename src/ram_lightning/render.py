@@ -21,6 +21,7 @@ from .errors import CheckpointError, ConfigError
 from .evaluate import datamodule_from_recipe
 from .lit_module import RAMLitModule
 from .model import RecurrentAttention
+from .paths import fresh_paths
 from .viz.frames import grid_frames, strip
 from .viz.gif import frame_duration_ms, write_gif
 from .viz.glimpses import draw_batch
@@ -82,20 +83,6 @@ def _default_out(cfg: DictConfig) -> Path:
         return run_dir / f"render_{stamp}"
     except OSError:
         return Path(cfg.paths.log_dir) / "render" / stamp
-
-
-def fresh_paths(out_dir: Path, names: list[str]) -> list[Path]:
-    """``names`` inside ``out_dir``, all with the first suffix ('', '_1', '_2', ...) that none of them uses yet.
-
-    One suffix for the whole set keeps one render's files recognisable; nothing existing is overwritten.
-    """
-    n = 0
-    while True:
-        tag = f"_{n}" if n else ""
-        paths = [out_dir / f"{Path(m).stem}{tag}{Path(m).suffix}" for m in names]
-        if not any(p.exists() for p in paths):
-            return paths
-        n += 1
 
 
 def render(cfg: DictConfig) -> dict:
