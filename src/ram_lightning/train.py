@@ -13,7 +13,6 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
-    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+    return [build(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
 def epoch_metrics(trainer: pl.Trainer, prefix: str = "") -> dict[str, float]:
@@ -68,13 +67,13 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     if cfg.ckpt_path is not None:
         read_checkpoint(cfg.ckpt_path)  # refuse a missing or unsafe checkpoint before Lightning opens it
     recipe = {**dm.recipe, "eval_batch_size": dm.eval_batch_size}  # eval draws its noise per batch
-    model = instantiate(
+    model = build(
         cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
     )
     loggers, callbacks = _instantiate_all(cfg.get("logger")), _instantiate_all(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger, and Lightning refuses it
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     start = time.perf_counter()
