@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -86,6 +88,21 @@ def test_one_reinforce_step_changes_only_the_locator() -> None:
     opt.step()
     changed = {k.split(".")[0] for k, v in lit.net.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"locator"}
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [("exponential", [1.0, 0.5, 0.25, 0.2, 0.2]), ("cosine", [1.0, 0.6, 0.2, 0.2, 0.2])],
+)
+def test_learning_rate_schedules(schedule: str, expected: list[float]) -> None:
+    lit = RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), lr=1.0, lr_decay=0.5, lr_min=0.2, lr_schedule=schedule)
+    lit.trainer = SimpleNamespace(max_epochs=2)  # the cosine reaches lr_min at the last epoch
+    assert [lit._lr_factor(e) for e in range(5)] == pytest.approx(expected)
+
+
+def test_an_unknown_schedule_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="lr_schedule must be one of .*'linear'"):
+        RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), lr_schedule="linear")
 
 
 def corner_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

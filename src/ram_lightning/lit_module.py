@@ -1,5 +1,6 @@
 """RAMLitModule: one shared step for train / val / test, Monte Carlo copies, the seed's optimiser."""
 
+import math
 import warnings
 from typing import Any
 
@@ -23,6 +24,8 @@ NETS = {"ram": RecurrentAttention, "fc": FullyConnected, "conv": ConvNet}
 STAGES = ("train", "val", "test")
 FORMAT_KEY, FORMAT_VERSION = "ram_lightning_format", 1  # bumped when old checkpoints can no longer load
 
+LR_SCHEDULES = ("exponential", "cosine")
+
 
 def build_net(net: dict, in_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     kwargs = dict(net)
@@ -41,6 +44,7 @@ class RAMLitModule(pl.LightningModule):
         lr: float = 1e-3,
         lr_decay: float = 0.97,
         lr_min: float = 1e-4,
+        lr_schedule: str = "exponential",
         weight_decay: float = 0.0,
         mc_train: int = 1,
         mc_eval: int = 10,
@@ -51,6 +55,8 @@ class RAMLitModule(pl.LightningModule):
         recipe: dict | None = None,
     ) -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
@@ -133,9 +139,17 @@ class RAMLitModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
 
+    def _lr_factor(self, epoch: int) -> float:
+        """lr(epoch) / lr: x lr_decay per epoch, or a half cosine over trainer.max_epochs; never below lr_min."""
+        hp = self.hparams
+        floor = min(hp.lr_min / hp.lr, 1.0)
+        if hp.lr_schedule == "exponential":
+            return max(hp.lr_decay**epoch, floor)
+        epochs = max(self.trainer.max_epochs or 1, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        floor = hp.lr_min / hp.lr
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: max(hp.lr_decay**epoch, floor))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -39,6 +39,8 @@ class RecurrentAttention(nn.Module):
         std: float = 0.22,
         first_location: str = "center",
         random_glimpses: bool = False,
+        pixel_mean: float = 0.0,
+        pixel_std: float = 1.0,
     ) -> None:
         super().__init__()
         if num_glimpses < 1:
@@ -52,7 +54,9 @@ class RecurrentAttention(nn.Module):
             random_glimpses,
         )
         self.retina = Retina(patch_size, num_scales)
-        self.glimpse = GlimpseNetwork(num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim)
+        self.glimpse = GlimpseNetwork(
+            num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std
+        )
         self.core = Core(core, glimpse_dim, hidden)
         self.locator = Locator(hidden, std)
         self.baseline = nn.Linear(hidden, 1)

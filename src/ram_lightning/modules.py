@@ -11,17 +11,28 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class GlimpseNetwork(nn.Module):
-    """g_t = ReLU(Lin(h_g) + Lin(h_l)) with h_g = ReLU(Lin(rho)) and h_l = ReLU(Lin(l))."""
+    """g_t = ReLU(Lin(h_g) + Lin(h_l)) with h_g = ReLU(Lin((rho - pixel_mean) / pixel_std)) and h_l = ReLU(Lin(l)).
 
-    def __init__(self, in_features: int, hidden_g: int, hidden_l: int, glimpse_dim: int) -> None:
+    Standardising the pixels is the usual MNIST input scaling; pixels off the image read 0 in the retina
+    and so standardise like the black background.
+    """
+
+    def __init__(
+        self, in_features: int, hidden_g: int, hidden_l: int, glimpse_dim: int,
+        pixel_mean: float = 0.0, pixel_std: float = 1.0,
+    ) -> None:  # fmt: skip
         super().__init__()
+        if pixel_std <= 0:
+            raise ValueError(f"pixel_std must be > 0, got {pixel_std}")
+        self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.fc_rho = nn.Linear(in_features, hidden_g)
         self.fc_l = nn.Linear(2, hidden_l)
         self.out_g = nn.Linear(hidden_g, glimpse_dim)
         self.out_l = nn.Linear(hidden_l, glimpse_dim)
 
     def forward(self, rho: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-        h_g = F.relu(self.fc_rho(rho.flatten(1)))  # (B, hidden_g)
+        rho = (rho.flatten(1) - self.pixel_mean) / self.pixel_std  # (B, k * C * g * g)
+        h_g = F.relu(self.fc_rho(rho))  # (B, hidden_g)
         h_l = F.relu(self.fc_l(l))  # (B, hidden_l)
         return F.relu(self.out_g(h_g) + self.out_l(h_l))  # (B, glimpse_dim)
 

@@ -3,7 +3,7 @@
 from omegaconf import DictConfig
 
 from .errors import ConfigError
-from .lit_module import NETS
+from .lit_module import LR_SCHEDULES, NETS
 from .model import FIRST_LOCATIONS
 from .modules import CORES
 
@@ -20,6 +20,8 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     for key in ("mc_train", "mc_eval"):
         _require(int(model[key]) >= 1, f"model.{key}", model[key], "must be >= 1")
     _require(float(model.lr) > 0, "model.lr", model.lr, "must be > 0")
+    _require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
+             f"choose one of {', '.join(LR_SCHEDULES)}")  # fmt: skip
     if net.kind != "ram":
         return
     _require(net.core in CORES, "model.net.core", net.core, f"choose one of {', '.join(CORES)}")
