@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 ARGS ?=
 
-.PHONY: help setup data train test eval render predict export sweep lint bench results results-quick results results-quick clean
+.PHONY: help setup data train test eval render predict export sweep lint bench results results-quick verify clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ results-quick: data  ## the four headline rows at a short schedule, docs/results
 	$(QUICK) experiment=cluttered60 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),6) $(ARGS)
 	$(QUICK) experiment=cluttered100 trainer.max_epochs=$(or $(QUICK_EPOCHS_100),4) $(ARGS)
 	$(PY) -m ram_lightning.results --quick
+
+verify: data  ## re-evaluate every shipped checkpoint and compare with its checkpoints/<name>.metrics.json
+	$(PY) -m ram_lightning.results --verify
 
 clean:  ## remove caches and build files (never outputs/, data/ or checkpoints/)
 	rm -rf build dist .pytest_cache .ruff_cache src/*.egg-info

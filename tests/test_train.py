@@ -5,13 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import MissingConfigException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_cfg, run_cli
 from ram_lightning.checkpoint import read_checkpoint
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError
 from ram_lightning.evaluate import evaluate
+from ram_lightning.results import ship, verify
 from ram_lightning.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -157,3 +158,23 @@ def test_optuna_sweep_returns_the_optimised_metric(shapes_folder, tmp_path) -> N
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Best value:" in res.stdout + res.stderr
     assert len(list((tmp_path / "logs" / "train" / "multiruns").glob("*/*/metrics.json"))) == 2
+
+
+def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path) -> None:
+    cfg = train_cfg()
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    (run / ".hydra").mkdir()  # what `python -m ram_lightning train` leaves beside the run
+    OmegaConf.save(OmegaConf.create(["experiment=mnist"]), run / ".hydra" / "overrides.yaml")
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    ship(run, "tiny", shipped)
+    record = json.loads((shipped / "tiny.metrics.json").read_text())
+    assert record["command"] == "python -m ram_lightning train experiment=mnist" and "/" not in record["command"]
+    assert verify(shipped, str(cfg.paths.data_dir))
+    with pytest.raises(SystemExit, match="never overwritten"):
+        ship(run, "tiny", shipped)
+    record["test/err_mc"] += 0.5
+    (shipped / "tiny.metrics.json").write_text(json.dumps(record))
+    assert not verify(shipped, str(cfg.paths.data_dir))

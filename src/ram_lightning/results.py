@@ -7,6 +7,7 @@ then calls this to write docs/results.md (docs/results_quick.md). Only real runs
 import argparse
 import json
 import shlex
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -136,12 +137,52 @@ def report(root: Path, quick: bool) -> str:
     )
 
 
+SHIPPED_KEYS = ("epochs", "fit_seconds", "hardware", "val/err", "val/err_mc", "test/err", "test/err_mc")
+
+
 def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
-    """Copy a run's best checkpoint, slimmed, to checkpoints/<name>.ckpt with checkpoints/<name>.metrics.json."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    ckpt = slim_checkpoint(metrics["best_ckpt"], dest / f"{name}.ckpt")
-    (dest / f"{name}.metrics.json").write_text(json.dumps({"run": str(run_dir), **metrics}, indent=2) + "\n")
+    """Copy a run's best checkpoint, slimmed, to <dest>/<name>.ckpt beside <name>.metrics.json: the run's
+    command and test errors, which `--verify` checks the checkpoint against. Never replaces a file."""
+    run = next((r for r in find_runs(run_dir.parent) if r.folder.resolve() == run_dir.resolve()), None)
+    if run is None:
+        raise SystemExit(f"{run_dir} is not a finished training run (metrics.json and .hydra/ are needed)")
+    record_path = dest / f"{name}.metrics.json"
+    if record_path.exists():
+        raise SystemExit(f"{record_path} exists; move it away first (shipped results are never overwritten)")
+    ckpt = slim_checkpoint(run.metrics["best_ckpt"], dest / f"{name}.ckpt")
+    best = Path(run.metrics["best_ckpt"]).stem  # epoch_012
+    record = {
+        "experiment": run.experiment,
+        "glimpses": run.glimpses,
+        "command": run.command,
+        "best_epoch": int(best.split("_")[-1]) if best.startswith("epoch_") else None,
+        **{k: run.metrics[k] for k in SHIPPED_KEYS if k in run.metrics},
+        "eval_command": f"python -m ram_lightning eval ckpt_path={dest.as_posix()}/{name}.ckpt",
+    }
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
     return ckpt
+
+
+def verify(dest: Path = Path("checkpoints"), data_dir: str = "data") -> bool:
+    """Evaluate every shipped checkpoint on its test set; True when each reproduces its recorded errors."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import CONF_DIR
+    from .evaluate import evaluate
+
+    ok = True
+    for record_path in sorted(dest.glob("*.metrics.json")):
+        record = json.loads(record_path.read_text())
+        ckpt = record_path.with_name(record_path.name.replace(".metrics.json", ".ckpt"))
+        with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("eval", [f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"out={tmp}/report.json"])
+            got = evaluate(cfg)
+        pairs = [(k, record.get(f"test/{k}"), got[f"test_{k}"]) for k in ("err", "err_mc")]
+        same = all(want is not None and abs(want - have) < 1e-6 for _, want, have in pairs)
+        ok &= same
+        cells = ", ".join(f"test/{k} {have:.2f} (recorded {want})" for k, want, have in pairs)
+        print(f"{ckpt}: {cells}: {'reproduced' if same else 'DIFFERENT'}")
+    return ok
 
 
 def main() -> None:
@@ -150,7 +191,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the results-quick table")
     parser.add_argument("--out", default=None, help="default: docs/results.md or docs/results_quick.md")
     parser.add_argument("--ship", nargs=2, metavar=("RUN_DIR", "NAME"), help="ship a run's best checkpoint")
+    parser.add_argument("--verify", action="store_true", help="re-evaluate every checkpoint in checkpoints/")
     args = parser.parse_args()
+    if args.verify:
+        raise SystemExit(0 if verify() else 1)
     if args.ship:
         print(f"wrote {ship(Path(args.ship[0]), args.ship[1])}")
         return
