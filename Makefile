@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 ARGS ?=
 
-.PHONY: help setup data train test eval render predict export sweep lint bench results results-quick verify clean
+.PHONY: help setup data train test eval render predict export sweep lint bench results results-quick gpu-rows verify clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,21 @@ results-quick: data  ## the four headline rows at a short schedule, docs/results
 	$(QUICK) experiment=cluttered60 trainer.max_epochs=$(or $(QUICK_EPOCHS_60),6) $(ARGS)
 	$(QUICK) experiment=cluttered100 trainer.max_epochs=$(or $(QUICK_EPOCHS_100),4) $(ARGS)
 	$(PY) -m ram_lightning.results --quick
+
+# The four headline rows side by side on one GPU (each job uses a fraction of it), stopped after MAX_TIME
+# at the latest, then their table; runs and table land in OUT.
+OUT ?= outputs/gpu_rows
+MAX_TIME ?= 00:00:09:00
+TRAINER ?= gpu
+HEADLINE_ROWS := experiment=mnist "experiment=translated60 model.net.num_glimpses=8" experiment=cluttered60 experiment=cluttered100
+
+gpu-rows: data  ## the four headline rows at once on one GPU for at most MAX_TIME (dd:hh:mm:ss); OUT holds runs and table
+	mkdir -p $(OUT)
+	for row in $(HEADLINE_ROWS); do \
+	  $(PY) -m ram_lightning train $$row trainer=$(TRAINER) trainer.devices=1 trainer.max_time=$(MAX_TIME) \
+	    paths.log_dir=$(OUT) +trainer.enable_progress_bar=false $(ARGS) > "$(OUT)/$$(echo $$row | tr -c 'a-z0-9\n' _).log" 2>&1 & \
+	done; wait
+	$(PY) -m ram_lightning.results --runs $(OUT) --out $(OUT)/results.md
 
 verify: data  ## re-evaluate every shipped checkpoint and compare with its checkpoints/<name>.metrics.json
 	$(PY) -m ram_lightning.results --verify
