@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -31,3 +32,10 @@ def test_report_fills_rows_from_runs_and_marks_the_rest(tmp_path: Path) -> None:
     quick = report(tmp_path, quick=True)
     assert "SHORT schedule" in quick and "| 3.30 | 3.00 |" in quick
     assert sum(line.startswith("| **") for line in quick.splitlines()) == 4
+
+
+def test_the_latest_run_of_a_row_fills_it_wherever_it_lies(tmp_path: Path) -> None:
+    fake_run(tmp_path / "runs" / "late", ["experiment=mnist"], 6, 0.9, [])
+    fake_run(tmp_path / "multiruns" / "early" / "0", ["experiment=mnist"], 6, 2.0, [])
+    os.utime(tmp_path / "multiruns" / "early" / "0" / "metrics.json", (1, 1))  # finished long before
+    assert "| **mnist, 6 glimpses** | 1.20 | 0.90 |" in report(tmp_path, quick=False)

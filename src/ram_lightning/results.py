@@ -58,7 +58,8 @@ class Run:
 def find_runs(root: Path) -> list[Run]:
     """Every finished training run below ``root`` (a folder with metrics.json and Hydra's .hydra/)."""
     runs = []
-    for metrics_file in sorted(root.rglob("metrics.json")):
+    # oldest first (by when the run finished), so the last run of a row is its latest
+    for metrics_file in sorted(root.rglob("metrics.json"), key=lambda f: f.stat().st_mtime):
         folder = metrics_file.parent
         overrides_file = folder / ".hydra" / "overrides.yaml"
         config_file = folder / ".hydra" / "config.yaml"
@@ -92,15 +93,20 @@ def _status(row: Row, err: float | None, err_mc: float | None) -> str:
     return "beats the paper" if len(beats) == 2 else f"beats the paper with {beats[0]} only"
 
 
+def latest(runs: list[Run], quick: bool) -> dict[tuple[str, int | None], Run]:
+    """The latest run of each (experiment, glimpses) row."""
+    return {(r.experiment, r.glimpses): r for r in runs if r.quick == quick}
+
+
 def table(runs: list[Run], quick: bool) -> str:
     head = "| setting | test err M=1 | test err M=10 | epochs | wall time | hardware | paper | best public | |"
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         if quick and (row.experiment, row.glimpses) not in HEADLINE:
             continue
-        mine = [r for r in runs if (r.experiment, r.glimpses, r.quick) == (row.experiment, row.glimpses, quick)]
-        m = mine[-1].metrics if mine else {}  # the latest run of the row
-        resumed = mine and "ckpt_path=" in mine[-1].command
+        run = latest(runs, quick).get((row.experiment, row.glimpses))
+        m = run.metrics if run else {}
+        resumed = run is not None and "ckpt_path=" in run.command
         wall = "resumed run" if resumed else f"{m['fit_seconds'] / 60:.1f} min" if "fit_seconds" in m else "-"
         err_mc = m.get("test/err_mc")
         label = f"**{row.label}**" if (row.experiment, row.glimpses) in HEADLINE else row.label
@@ -112,14 +118,13 @@ def table(runs: list[Run], quick: bool) -> str:
 
 
 def commands(runs: list[Run], quick: bool) -> str:
-    latest = {(r.experiment, r.glimpses): r for r in runs if r.quick == quick}
-    return "\n".join(f"    {r.command}" for r in latest.values()) or "    (no finished runs yet)"
+    return "\n".join(f"    {r.command}" for r in latest(runs, quick).values()) or "    (no finished runs yet)"
 
 
 def report(root: Path, quick: bool) -> str:
     runs = find_runs(root)
     title = "Results, quick schedule" if quick else "Results"
-    minutes = sum(r.metrics.get("fit_seconds", 0) for r in runs if r.quick) / 60
+    minutes = sum(r.metrics.get("fit_seconds", 0) for r in latest(runs, quick=True).values()) / 60
     note = (
         f"These rows ran at a SHORT schedule (`make results-quick`; their training took {minutes:.0f} minutes in "
         "all); they show that the pipeline runs end to end, not the paper's final numbers."
