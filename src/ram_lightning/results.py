@@ -142,7 +142,7 @@ def report(root: Path, quick: bool) -> str:
     )
 
 
-SHIPPED_KEYS = ("epochs", "fit_seconds", "hardware", "val/err", "val/err_mc", "test/err", "test/err_mc")
+SHIPPED_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")  # val/* in metrics.json are the last epoch's
 
 
 def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
