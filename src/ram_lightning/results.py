@@ -142,7 +142,8 @@ def report(root: Path, quick: bool) -> str:
     )
 
 
-SHIPPED_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")  # val/* in metrics.json are the last epoch's
+# A run's metrics.json holds the last epoch's val/* figures, not the shipped checkpoint's: left out.
+SHIPPED_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")
 
 
 def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
