@@ -178,3 +178,11 @@ def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path
     record["test/err_mc"] += 0.5
     (shipped / "tiny.metrics.json").write_text(json.dumps(record))
     assert not verify(shipped, str(cfg.paths.data_dir))
+
+
+def test_last_ckpt_follows_every_epoch_even_without_a_new_best(train_cfg) -> None:
+    cfg = train_cfg("trainer.max_epochs=3", "model.lr=1e-12")  # nothing learns: only epoch 0 is a best
+    metrics = train(cfg)
+    last = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert Path(metrics["best_ckpt"]).name == "epoch_000.ckpt"
+    assert last["epoch"] == 2 and last["global_step"] == 3 * 9

@@ -59,3 +59,19 @@ class RunCheckpoint(ModelCheckpoint):
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if Path(filepath).resolve().parent == Path(self.dirpath).resolve():
             super()._remove_checkpoint(trainer, filepath)
+
+    # Lightning writes last.ckpt only in epochs that also write a best checkpoint; a run that crashed would
+    # then resume from its last improvement. Here last.ckpt follows every epoch.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def _save_last_now(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skips a step saved already
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
