@@ -57,7 +57,8 @@ results: data  ## train every row of the paper's tables (days on a CPU; use trai
 	$(RESULTS) experiment=cluttered60_random,fc_mnist,conv_mnist,fc_cluttered60,conv_cluttered60 $(ARGS)
 	$(PY) -m ram_lightning.results
 
-# One headline row per data set at a short schedule: 36 minutes of training measured on a busy 2-core CPU.
+# One headline row per data set at a short schedule: 34 minutes of training (39 for the target) on a
+# 2-core CPU that also ran two long trainings.
 QUICK := $(RESULTS) 'tags=[quick]' threads=1 +trainer.enable_progress_bar=false
 
 results-quick: data  ## the four headline rows at a short schedule, docs/results_quick.md
