@@ -55,26 +55,26 @@ class Run:
     command: str
 
 
+def read_run(folder: Path) -> Run | None:
+    """The finished training run in ``folder`` (metrics.json and Hydra's .hydra/), or None."""
+    metrics_file, hydra = folder / "metrics.json", folder / ".hydra"
+    if not (metrics_file.is_file() and (hydra / "overrides.yaml").is_file() and (hydra / "config.yaml").is_file()):
+        return None
+    cfg = OmegaConf.load(hydra / "config.yaml")
+    overrides = list(OmegaConf.load(hydra / "overrides.yaml"))
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "mnist")
+    glimpses = cfg.model.net.num_glimpses if cfg.model.net.kind == "ram" else None
+    command = "python -m ram_lightning train " + " ".join(
+        shlex.quote(o) for o in overrides if not o.startswith("paths.")
+    )
+    quick = "quick" in (cfg.get("tags") or [])
+    return Run(folder, experiment, glimpses, quick, json.loads(metrics_file.read_text()), command)
+
+
 def find_runs(root: Path) -> list[Run]:
-    """Every finished training run below ``root`` (a folder with metrics.json and Hydra's .hydra/)."""
-    runs = []
-    # oldest first (by when the run finished), so the last run of a row is its latest
-    for metrics_file in sorted(root.rglob("metrics.json"), key=lambda f: f.stat().st_mtime):
-        folder = metrics_file.parent
-        overrides_file = folder / ".hydra" / "overrides.yaml"
-        config_file = folder / ".hydra" / "config.yaml"
-        if not (overrides_file.is_file() and config_file.is_file()):
-            continue
-        cfg = OmegaConf.load(config_file)
-        overrides = list(OmegaConf.load(overrides_file))
-        experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "mnist")
-        glimpses = cfg.model.net.num_glimpses if cfg.model.net.kind == "ram" else None
-        command = "python -m ram_lightning train " + " ".join(
-            shlex.quote(o) for o in overrides if not o.startswith("paths.")
-        )
-        quick = "quick" in (cfg.get("tags") or [])
-        runs.append(Run(folder, experiment, glimpses, quick, json.loads(metrics_file.read_text()), command))
-    return runs
+    """Every finished training run below ``root``, oldest first (by when it finished): a row's last is its latest."""
+    files = sorted(root.rglob("metrics.json"), key=lambda f: f.stat().st_mtime)
+    return [run for f in files if (run := read_run(f.parent)) is not None]
 
 
 def _cell(metrics: dict, key: str) -> str:
@@ -101,10 +101,11 @@ def latest(runs: list[Run], quick: bool) -> dict[tuple[str, int | None], Run]:
 def table(runs: list[Run], quick: bool) -> str:
     head = "| setting | test err M=1 | test err M=10 | epochs | wall time | hardware | paper | best public | |"
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    shown = latest(runs, quick)
     for row in ROWS:
         if quick and (row.experiment, row.glimpses) not in HEADLINE:
             continue
-        run = latest(runs, quick).get((row.experiment, row.glimpses))
+        run = shown.get((row.experiment, row.glimpses))
         m = run.metrics if run else {}
         resumed = run is not None and "ckpt_path=" in run.command
         wall = "resumed run" if resumed else f"{m['fit_seconds'] / 60:.1f} min" if "fit_seconds" in m else "-"
@@ -143,13 +144,13 @@ def report(root: Path, quick: bool) -> str:
 
 
 # A run's metrics.json holds the last epoch's val/* figures, not the shipped checkpoint's: left out.
-SHIPPED_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")
+RECORD_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")
 
 
 def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
     """Copy a run's best checkpoint, slimmed, to <dest>/<name>.ckpt beside <name>.metrics.json: the run's
     command and test errors, which `--verify` checks the checkpoint against. Never replaces a file."""
-    run = next((r for r in find_runs(run_dir.parent) if r.folder.resolve() == run_dir.resolve()), None)
+    run = read_run(run_dir)
     if run is None:
         raise SystemExit(f"{run_dir} is not a finished training run (metrics.json and .hydra/ are needed)")
     record_path = dest / f"{name}.metrics.json"
@@ -162,7 +163,7 @@ def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
         "glimpses": run.glimpses,
         "command": run.command,
         "best_epoch": int(best.split("_")[-1]) if best.startswith("epoch_") else None,
-        **{k: run.metrics[k] for k in SHIPPED_KEYS if k in run.metrics},
+        **{k: run.metrics[k] for k in RECORD_KEYS if k in run.metrics},
         "eval_command": f"python -m ram_lightning eval ckpt_path={dest.as_posix()}/{name}.ckpt",
     }
     record_path.write_text(json.dumps(record, indent=2) + "\n")
