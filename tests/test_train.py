@@ -1,6 +1,7 @@
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,8 +13,8 @@ from ram_lightning.checkpoint import read_checkpoint
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError
 from ram_lightning.evaluate import evaluate
-from ram_lightning.results import ship, verify
-from ram_lightning.train import train
+from ram_lightning.results import retest, ship, verify
+from ram_lightning.train import best_checkpoint, train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -178,6 +179,39 @@ def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path
     record["test/err_mc"] += 0.5
     (shipped / "tiny.metrics.json").write_text(json.dumps(record))
     assert not verify(shipped, str(cfg.paths.data_dir))
+
+
+def test_a_run_copied_from_another_machine_is_retested_on_the_cpu_and_shipped(train_cfg, tmp_path) -> None:
+    cfg = train_cfg()
+    train(cfg)
+    trained = Path(cfg.paths.output_dir)
+    (trained / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(["experiment=mnist"]), trained / ".hydra" / "overrides.yaml")
+    OmegaConf.save(cfg, trained / ".hydra" / "config.yaml")
+    metrics = json.loads((trained / "metrics.json").read_text())
+    device = {"test/err": 99.0, "test/err_mc": 98.0, "hardware": "1 x GPU"}  # what a GPU's test would have said
+    (trained / "metrics.json").write_text(json.dumps(metrics | device))
+    run = trained.rename(tmp_path / "copied")  # the recorded best_ckpt path no longer exists
+    assert not Path(metrics["best_ckpt"]).exists()
+    retested = retest(run, str(cfg.paths.data_dir))
+    assert retested["device_test"] == device and retested["test_device"] == "cpu"
+    assert (retested["test/err"], retested["test/err_mc"]) == (metrics["test/err"], metrics["test/err_mc"])
+    assert json.loads((run / "metrics.json").read_text()) == retested
+    assert retest(run, str(cfg.paths.data_dir))["device_test"] == device  # again: the device's figures stay
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    ship(run, "copied", shipped)
+    assert verify(shipped, str(cfg.paths.data_dir))
+
+
+def test_a_best_checkpoint_that_is_gone_is_not_tested(tmp_path, caplog) -> None:
+    def trainer(best: str):
+        return SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path=best))
+
+    (tmp_path / "epoch_001.ckpt").touch()
+    assert best_checkpoint(trainer(str(tmp_path / "epoch_001.ckpt"))) == str(tmp_path / "epoch_001.ckpt")
+    assert best_checkpoint(trainer(str(tmp_path / "moved" / "epoch_000.ckpt"))) == ""
+    assert "is gone; testing the final weights" in caplog.text
 
 
 def test_last_ckpt_follows_every_epoch_even_without_a_new_best(train_cfg) -> None:

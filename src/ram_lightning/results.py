@@ -112,8 +112,9 @@ def table(runs: list[Run], quick: bool) -> str:
         err_mc = m.get("test/err_mc")
         label = f"**{row.label}**" if (row.experiment, row.glimpses) in HEADLINE else row.label
         status = _status(row, m.get("test/err"), err_mc)
+        hardware = m.get("hardware", "-") + (", tested on CPU" if "device_test" in m else "")
         cells = [label, _cell(m, "test/err"), _cell(m, "test/err_mc"), str(m.get("epochs", "-")), wall,
-                 m.get("hardware", "-"), row.paper, row.best_public, status]  # fmt: skip
+                 hardware, row.paper, row.best_public, status]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -143,6 +144,43 @@ def report(root: Path, quick: bool) -> str:
     )
 
 
+def best_checkpoint(run: Run) -> Path:
+    """The run's best checkpoint, looked for in the run's own folder first: a run copied back from another
+    machine (a GPU node, a cluster) records that machine's absolute path."""
+    recorded = Path(run.metrics["best_ckpt"])
+    local = run.folder / "checkpoints" / recorded.name
+    return local if local.is_file() else recorded
+
+
+def cpu_test(ckpt: Path, data_dir: str = "data") -> dict:
+    """`python -m ram_lightning eval` of ``ckpt`` on the CPU: the figures a shipped checkpoint must reproduce
+    (a GPU draws the evaluation noise from another generator, so its figures differ slightly)."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import CONF_DIR
+    from .evaluate import evaluate
+
+    overrides = [f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", "accelerator=cpu"]
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return evaluate(compose("eval", [*overrides, f"out={tmp}/report.json"]))
+
+
+def retest(run_dir: Path, data_dir: str = "data") -> dict:
+    """Test a run's best checkpoint again on the CPU and make those its test errors in metrics.json, so the
+    table, `--ship` and `eval` of the shipped file agree. The run's own figures are kept under "device_test"."""
+    run = read_run(run_dir)
+    if run is None or not run.metrics.get("best_ckpt"):
+        raise SystemExit(f"{run_dir} is not a finished training run with a best checkpoint")
+    metrics = dict(run.metrics)
+    metrics.setdefault("device_test", {k: metrics[k] for k in ("test/err", "test/err_mc", "hardware") if k in metrics})
+    got = cpu_test(best_checkpoint(run), data_dir)
+    metrics.update({"test/err": got["test_err"], "test/err_mc": got["test_err_mc"], "test_device": "cpu"})
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(run_dir / "metrics.json")
+    return metrics
+
+
 # A run's metrics.json holds the last epoch's val/* figures, not the shipped checkpoint's: left out.
 RECORD_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")
 
@@ -156,7 +194,7 @@ def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
     record_path = dest / f"{name}.metrics.json"
     if record_path.exists():
         raise SystemExit(f"{record_path} exists; move it away first (shipped results are never overwritten)")
-    ckpt = slim_checkpoint(run.metrics["best_ckpt"], dest / f"{name}.ckpt")
+    ckpt = slim_checkpoint(best_checkpoint(run), dest / f"{name}.ckpt")
     best = Path(run.metrics["best_ckpt"]).stem  # epoch_012
     record = {
         "experiment": run.experiment,
@@ -172,18 +210,11 @@ def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
 
 def verify(dest: Path = Path("checkpoints"), data_dir: str = "data") -> bool:
     """Evaluate every shipped checkpoint on its test set; True when each reproduces its recorded errors."""
-    from hydra import compose, initialize_config_dir
-
-    from .config import CONF_DIR
-    from .evaluate import evaluate
-
     ok = True
     for record_path in sorted(dest.glob("*.metrics.json")):
         record = json.loads(record_path.read_text())
         ckpt = record_path.with_name(record_path.name.replace(".metrics.json", ".ckpt"))
-        with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("eval", [f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"out={tmp}/report.json"])
-            got = evaluate(cfg)
+        got = cpu_test(ckpt, data_dir)
         pairs = [(k, record.get(f"test/{k}"), got[f"test_{k}"]) for k in ("err", "err_mc")]
         same = all(want is not None and abs(want - have) < 1e-6 for _, want, have in pairs)
         ok &= same
@@ -199,9 +230,16 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="default: docs/results.md or docs/results_quick.md")
     parser.add_argument("--ship", nargs=2, metavar=("RUN_DIR", "NAME"), help="ship a run's best checkpoint")
     parser.add_argument("--verify", action="store_true", help="re-evaluate every checkpoint in checkpoints/")
+    parser.add_argument("--retest", nargs="+", metavar="RUN_DIR", help="test runs from a GPU again on the CPU")
     args = parser.parse_args()
     if args.verify:
         raise SystemExit(0 if verify() else 1)
+    if args.retest:
+        for run_dir in map(Path, args.retest):
+            m = retest(run_dir)
+            print(f"{run_dir}: test/err {m['test/err']:.2f}, test/err_mc {m['test/err_mc']:.2f} on the CPU "
+                  f"(the run's own test: {m['device_test']})")  # fmt: skip
+        return
     if args.ship:
         print(f"wrote {ship(Path(args.ship[0]), args.ship[1])}")
         return
