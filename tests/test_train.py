@@ -201,6 +201,7 @@ def test_a_run_copied_from_another_machine_is_retested_on_the_cpu_and_shipped(tr
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     ship(run, "copied", shipped)
+    assert json.loads((shipped / "copied.metrics.json").read_text())["device_test"] == device
     assert verify(shipped, str(cfg.paths.data_dir))
 
 

@@ -182,7 +182,8 @@ def retest(run_dir: Path, data_dir: str = "data") -> dict:
 
 
 # A run's metrics.json holds the last epoch's val/* figures, not the shipped checkpoint's: left out.
-RECORD_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc")
+# device_test: a GPU run's own test figures, where `--retest` replaced them with the CPU's.
+RECORD_KEYS = ("epochs", "fit_seconds", "hardware", "test/err", "test/err_mc", "device_test")
 
 
 def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
