@@ -14,7 +14,7 @@ from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError
 from ram_lightning.evaluate import evaluate
 from ram_lightning.results import retest, ship, verify
-from ram_lightning.train import best_checkpoint, train
+from ram_lightning.train import checkpoint_to_test, train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -210,8 +210,8 @@ def test_a_best_checkpoint_that_is_gone_is_not_tested(tmp_path, caplog) -> None:
         return SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path=best))
 
     (tmp_path / "epoch_001.ckpt").touch()
-    assert best_checkpoint(trainer(str(tmp_path / "epoch_001.ckpt"))) == str(tmp_path / "epoch_001.ckpt")
-    assert best_checkpoint(trainer(str(tmp_path / "moved" / "epoch_000.ckpt"))) == ""
+    assert checkpoint_to_test(trainer(str(tmp_path / "epoch_001.ckpt"))) == str(tmp_path / "epoch_001.ckpt")
+    assert checkpoint_to_test(trainer(str(tmp_path / "moved" / "epoch_000.ckpt"))) == ""
     assert "is gone; testing the final weights" in caplog.text
 
 

@@ -54,7 +54,7 @@ def hardware(trainer: pl.Trainer) -> str:
     return f"{model}, {os.cpu_count()} cores, threads={torch.get_num_threads()}, processes={n}"
 
 
-def best_checkpoint(trainer: pl.Trainer) -> str:
+def checkpoint_to_test(trainer: pl.Trainer) -> str:
     """The best checkpoint to test, or "" for the final weights: none was saved, or the one a resumed run
     still ranks first lay in the earlier run's folder and is gone (moved, or left on another machine)."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -95,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     command = " ".join(["python -m ram_lightning train", *map(shlex.quote, sys.argv[1:])])
     metrics.update(hardware=hardware(trainer), command=command)
     if cfg.test:
-        best = best_checkpoint(trainer)
+        best = checkpoint_to_test(trainer)
         trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)
         metrics.update(epoch_metrics(trainer, "test/"))
         metrics["best_ckpt"] = best
