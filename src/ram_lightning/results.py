@@ -128,8 +128,8 @@ def report(root: Path, quick: bool) -> str:
     title = "Results, quick schedule" if quick else "Results"
     minutes = sum(r.metrics.get("fit_seconds", 0) for r in latest(runs, quick=True).values()) / 60
     note = (
-        f"These rows ran at a SHORT schedule (`make results-quick`; their training took {minutes:.0f} minutes in "
-        "all); they show that the pipeline runs end to end, not the paper's final numbers."
+        f"These rows ran at a SHORT schedule (`make results-quick`; their training took {minutes:.0f} minutes, summed "
+        "over the runs); they show that the pipeline runs end to end, not the paper's final numbers."
         if quick
         else "Every number in our columns comes from a finished run below `outputs/results/` (test error in %, "
         "the checkpoint with the best `val/err_mc`; M=10 averages the softmax of 10 glimpse paths)."
