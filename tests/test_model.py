@@ -172,3 +172,19 @@ def test_monte_carlo_evaluation_logs_both_errors() -> None:
     pred = trainer.predict(lit, loader)[0]
     assert pred["probs"].shape == (6, 10) and pred["locations"].shape == (6, 3, 2)
     torch.testing.assert_close(pred["probs"].sum(-1), torch.ones(6))
+
+
+def test_the_policy_mean_error_is_its_own_pass_and_leaves_the_sampled_errors_alone(monkeypatch) -> None:
+    x, y = torch.rand(12, 1, 16, 16), torch.randint(0, 10, (12,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
+    centred = RAMLitModule({"kind": "ram", **TINY, "std": 0.5, "first_location": "center"}, (1, 16, 16), mc_eval=4)
+    tested = quiet_trainer().test(centred, loader, verbose=False)[0]
+    with torch.no_grad():
+        wrong = centred.eval()(x, deterministic=True).logits.argmax(-1) != y
+    assert tested["test/err_deterministic"] == pytest.approx(100.0 * wrong.float().mean().item())
+    uniform = RAMLitModule({"kind": "ram", **TINY, "std": 0.5, "first_location": "uniform"}, (1, 16, 16), mc_eval=4)
+    tested = quiet_trainer().test(uniform, loader, verbose=False)[0]
+    monkeypatch.setattr(RAMLitModule, "_test_deterministic", lambda *args: None)
+    without = quiet_trainer().test(uniform, loader, verbose=False)[0]
+    assert "test/err_deterministic" not in without
+    assert (without["test/err"], without["test/err_mc"]) == (tested["test/err"], tested["test/err_mc"])

@@ -7,12 +7,13 @@ from omegaconf import OmegaConf
 from ram_lightning.results import ROWS, find_runs, report
 
 
-def fake_run(folder: Path, overrides: list[str], glimpses: int, err_mc: float, tags: list[str]) -> None:
+def fake_run(folder: Path, overrides: list[str], glimpses: int, err_mc: float, tags: list[str], **extra: float) -> None:
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
     cfg = {"tags": tags, "model": {"net": {"kind": "ram", "num_glimpses": glimpses}}}
     OmegaConf.save(OmegaConf.create(cfg), folder / ".hydra" / "config.yaml")
     metrics = {"test/err": err_mc + 0.3, "test/err_mc": err_mc, "epochs": 7, "fit_seconds": 120.0, "hardware": "cpu"}
+    metrics |= {f"test/{k}": v for k, v in extra.items()}
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -20,17 +21,24 @@ def test_report_fills_rows_from_runs_and_marks_the_rest(tmp_path: Path) -> None:
     fake_run(tmp_path / "a" / "0", ["experiment=mnist", "model.net.num_glimpses=6"], 6, 1.05, [])
     fake_run(tmp_path / "a" / "1", ["experiment=cluttered60"], 8, 5.5, [])
     fake_run(tmp_path / "b" / "0", ["experiment=mnist", "tags=[quick]"], 6, 3.0, ["quick"])
+    short = ["experiment=translated60", "tags=[short]"]
+    fake_run(tmp_path / "c" / "0", short, 6, 1.0, ["short"], err_deterministic=1.1)
     runs = find_runs(tmp_path)
     assert (
-        len(runs) == 3 and runs[0].command == "python -m ram_lightning train experiment=mnist model.net.num_glimpses=6"
+        len(runs) == 4 and runs[0].command == "python -m ram_lightning train experiment=mnist model.net.num_glimpses=6"
     )
     full = report(tmp_path, quick=False)
-    row = "| **mnist, 6 glimpses** | 1.35 | 1.05 | 7 | 2.0 min | cpu | 1.12 | 0.78 (seed) | beats the paper with M=10"
-    assert row in full
+    times = "| 7 | 2.0 min | cpu |"
+    assert (
+        f"| **mnist, 6 glimpses** | 1.35 | 1.05 | - {times} 1.12 | 0.78 (seed) | beats the paper with M=10 only |"
+        in full
+    )
+    row = f"| translated60, 6 glimpses | 1.30 | 1.00 | 1.10 {times} 1.22 | 1.19 (seed) | short CPU schedule; "
+    assert row + "beats the paper with M=10 and policy mean only |" in full
     assert "| **cluttered60, 8 glimpses** | 5.80 | 5.50 |" in full and "does not beat the paper yet" in full
-    assert full.count("not run yet") == len(ROWS) - 2
+    assert full.count("not run yet") == len(ROWS) - 3
     quick = report(tmp_path, quick=True)
-    assert "SHORT schedule" in quick and "| 3.30 | 3.00 |" in quick
+    assert "SHORT schedule" in quick and "| 3.30 | 3.00 | - |" in quick and "short CPU" not in quick
     assert sum(line.startswith("| **") for line in quick.splitlines()) == 4
 
 

@@ -37,6 +37,7 @@ def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error
     report = evaluate(eval_cfg)
     assert report["test_err"] == pytest.approx(metrics["test/err"], abs=1e-6)
     assert report["test_err_mc"] == pytest.approx(metrics["test/err_mc"], abs=1e-6)
+    assert report["test_err_deterministic"] == pytest.approx(metrics["test/err_deterministic"], abs=1e-6)
     assert sum(map(sum, report["confusion_matrix"])) == 60
     again = evaluate(eval_cfg)  # a second report never overwrites the first
     assert len(list(run.glob("eval_*.json"))) == 2 and again["test_err"] == report["test_err"]
@@ -198,6 +199,7 @@ def test_a_run_copied_from_another_machine_is_retested_on_the_cpu_and_shipped(tr
     assert (retested["test/err"], retested["test/err_mc"]) == (metrics["test/err"], metrics["test/err_mc"])
     assert json.loads((run / "metrics.json").read_text()) == retested
     assert retest(run, str(cfg.paths.data_dir))["device_test"] == device  # again: the device's figures stay
+    assert retested["test/err_deterministic"] == pytest.approx(metrics["test/err_deterministic"], abs=1e-6)
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     ship(run, "copied", shipped)

@@ -67,7 +67,7 @@ class RAMLitModule(pl.LightningModule):
             {**locals(), "net": net, "in_shape": in_shape, "recipe": recipe}, ignore=["self", "__class__"]
         )
         self.net = build_net(net, in_shape, num_classes)
-        names = ["train_err", "val_err", "val_err_mc", "test_err", "test_err_mc"]
+        names = ["train_err", "val_err", "val_err_mc", "test_err", "test_err_mc", "test_err_deterministic"]
         self.errors = torch.nn.ModuleDict({n: MeanMetric() for n in names})  # in percent
         self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
         self._compiled = torch.compile(self.net) if compile else None
@@ -105,10 +105,20 @@ class RAMLitModule(pl.LightningModule):
             self.log(f"{stage}/err_mc", err_mc, on_epoch=True, prog_bar=True)
             if stage == "test":
                 self.test_confusion.update(pred_mc, y)
+                self._test_deterministic(x, y, batch_idx)
         on_step = stage == "train"
         logged = {f"{stage}/{k}": v.detach() for k, v in terms.as_dict().items()}
         self.log_dict(logged, on_step=on_step, on_epoch=True, batch_size=B * M, sync_dist=not on_step)
         return terms.loss
+
+    def _test_deterministic(self, x: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
+        """Error of one path that follows the policy mean, as render and `predict deterministic=true` draw it. A
+        uniform first glimpse is still drawn, from its own stream: M=1 and M=10 see the same noise as before."""
+        gen = generator_for(x.device, self.hparams.seed, "test_deterministic", batch_idx, self.global_rank)
+        pred = self(x, deterministic=True, generator=gen).logits.argmax(-1)  # (B,)
+        err = self.errors["test_err_deterministic"]
+        err(100.0 * (pred != y).float())
+        self.log("test/err_deterministic", err, on_epoch=True)
 
     def _stop_on_non_finite(self, terms: dict[str, torch.Tensor]) -> None:
         values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
