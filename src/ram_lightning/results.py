@@ -140,7 +140,9 @@ def report(root: Path, quick: bool) -> str:
         "over the runs); they show that the pipeline runs end to end, not the paper's final numbers."
         if quick
         else "Every number in our columns comes from a finished run below `outputs/results/` (test error in %, "
-        "the checkpoint with the best `val/err_mc`; M=10 averages the softmax of 10 glimpse paths)."
+        "the checkpoint with the best `val/err_mc`). M=1 samples one glimpse path, M=10 averages the softmax of 10; "
+        "policy mean follows the mean of the location policy after the first glimpse. Rows marked short CPU schedule "
+        "(runs tagged `short`) trained at a cheaper setting than their experiment's config: their command says which."
     )
     notes = Path(__file__).resolve().parents[2] / "docs" / "results_notes.md"
     extra = notes.read_text() if notes.is_file() and not quick else ""
