@@ -76,11 +76,11 @@ results-quick: data  ## the four headline rows at a short schedule, docs/results
 OUT ?= outputs/gpu_rows
 MAX_TIME ?= 00:00:30:00
 TRAINER ?= gpu
-HEADLINE_ROWS := experiment=mnist "experiment=translated60 model.net.num_glimpses=8" experiment=cluttered60 experiment=cluttered100
+ROWS ?= experiment=mnist "experiment=translated60 model.net.num_glimpses=8" experiment=cluttered60 experiment=cluttered100
 
-gpu-rows: data  ## the four headline rows at once on one GPU for at most MAX_TIME (dd:hh:mm:ss); OUT holds runs and table
+gpu-rows: data  ## ROWS (default: the four headline rows) at once on one GPU for at most MAX_TIME (dd:hh:mm:ss); OUT holds runs and table
 	mkdir -p $(OUT)
-	for row in $(HEADLINE_ROWS); do \
+	for row in $(ROWS); do \
 	  $(PY) -m ram_lightning train $$row trainer=$(TRAINER) trainer.devices=1 trainer.max_time=$(MAX_TIME) \
 	    paths.log_dir=$(OUT) +trainer.enable_progress_bar=false $(ARGS) > "$(OUT)/$$(echo $$row | tr -c 'a-z0-9\n' _).log" 2>&1 & \
 	done; wait

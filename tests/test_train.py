@@ -24,6 +24,8 @@ def test_every_experiment_composes_and_runs_one_batch(train_cfg, experiment: str
     cfg = train_cfg(f"experiment={experiment}", "debug=fast_dev_run", tiny_model=False)
     metrics = train(cfg)
     assert 0 <= metrics["test/err"] <= 100 and "val/err_mc" in metrics
+    learns_where_to_look = not (experiment.startswith(("fc_", "conv_")) or experiment.endswith("_random"))
+    assert ("test/err_deterministic" in metrics) == learns_where_to_look  # the policy-mean path needs a policy
 
 
 def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error(train_cfg, tmp_path) -> None:

@@ -75,7 +75,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "mc_eval": module.hparams.mc_eval,
         "test_err": metrics["test/err"],
         "test_err_mc": metrics["test/err_mc"],
-        "test_err_deterministic": metrics["test/err_deterministic"],
+        "test_err_deterministic": metrics.get("test/err_deterministic"),  # None: the model has no policy
         "metrics": metrics,
         "confusion_matrix": module.test_confusion.compute().tolist(),  # rows: true class, cols: predicted
         "seconds": round(time.perf_counter() - start, 2),

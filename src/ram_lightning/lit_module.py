@@ -105,11 +105,17 @@ class RAMLitModule(pl.LightningModule):
             self.log(f"{stage}/err_mc", err_mc, on_epoch=True, prog_bar=True)
             if stage == "test":
                 self.test_confusion.update(pred_mc, y)
-                self._test_deterministic(x, y, batch_idx)
+                if self.has_policy:
+                    self._test_deterministic(x, y, batch_idx)
         on_step = stage == "train"
         logged = {f"{stage}/{k}": v.detach() for k, v in terms.as_dict().items()}
         self.log_dict(logged, on_step=on_step, on_epoch=True, batch_size=B * M, sync_dist=not on_step)
         return terms.loss
+
+    @property
+    def has_policy(self) -> bool:
+        """Whether the net chooses where to look (not the FC / conv baselines or the random-glimpse ablation)."""
+        return isinstance(self.net, RecurrentAttention) and not self.net.random_glimpses
 
     def _test_deterministic(self, x: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
         """Error of one path that follows the policy mean, as render and `predict deterministic=true` draw it. A
