@@ -33,12 +33,12 @@ def test_report_fills_rows_from_runs_and_marks_the_rest(tmp_path: Path) -> None:
         f"| **mnist, 6 glimpses** | 1.35 | 1.05 | - {times} 1.12 | 0.78 (seed) | beats the paper with M=10 only |"
         in full
     )
-    row = f"| translated60, 6 glimpses | 1.30 | 1.00 | 1.10 {times} 1.22 | 1.19 (seed) | short CPU schedule; "
+    row = f"| translated60, 6 glimpses | 1.30 | 1.00 | 1.10 {times} 1.22 | 1.19 (seed) | short schedule; "
     assert row + "beats the paper with M=10 and policy mean only |" in full
     assert "| **cluttered60, 8 glimpses** | 5.80 | 5.50 |" in full and "does not beat the paper yet" in full
     assert full.count("not run yet") == len(ROWS) - 3
     quick = report(tmp_path, quick=True)
-    assert "SHORT schedule" in quick and "| 3.30 | 3.00 | - |" in quick and "short CPU" not in quick
+    assert "SHORT schedule" in quick and "| 3.30 | 3.00 | - |" in quick and "| short schedule" not in quick
     assert sum(line.startswith("| **") for line in quick.splitlines()) == 4
 
 

@@ -119,7 +119,7 @@ def table(runs: list[Run], quick: bool) -> str:
         label = f"**{row.label}**" if (row.experiment, row.glimpses) in HEADLINE else row.label
         status = _status(row, m)
         if run is not None and run.short and not quick:
-            status = "; ".join(filter(None, ["short CPU schedule", status]))
+            status = "; ".join(filter(None, ["short schedule", status]))
         hardware = m.get("hardware", "-") + (", tested on CPU" if "device_test" in m else "")
         cells = [label, *(_cell(m, key) for key in ERRORS.values()), str(m.get("epochs", "-")), wall,
                  hardware, row.paper, row.best_public, status]  # fmt: skip
@@ -142,7 +142,7 @@ def report(root: Path, quick: bool) -> str:
         else "Every number in our columns comes from a finished run below `outputs/results/` (test error in %, "
         "the checkpoint with the best `val/err_mc`). M=1 samples one glimpse path, M=10 averages the softmax of 10; "
         "policy mean follows the mean of the location policy after the first glimpse (none for models "
-        "without one). Rows marked short CPU schedule "
+        "without one). Rows marked short schedule "
         "(runs tagged `short`) trained at a cheaper setting than their experiment's config: their command says which."
     )
     notes = Path(__file__).resolve().parents[2] / "docs" / "results_notes.md"
