@@ -184,14 +184,12 @@ def retest(run_dir: Path, data_dir: str = "data") -> dict:
         raise SystemExit(f"{run_dir} is not a finished training run with a best checkpoint")
     metrics = dict(run.metrics)
     got = cpu_test(best_checkpoint(run), data_dir)
-    tested = {key: got[key.replace("/", "_")] for key in ERRORS.values()}
-    if tested["test/err_deterministic"] is None:  # a model without a location policy
-        metrics.pop("test/err_deterministic", None)
-        tested.pop("test/err_deterministic")
+    # A model without a location policy gives no policy-mean figure (None): the run then keeps none either.
+    tested = {key: value for key in ERRORS.values() if (value := got[key.replace("/", "_")]) is not None}
     own = {k: metrics[k] for k in ("test/err", "test/err_mc", "hardware") if k in metrics}
     if any(abs(own.get(key, -1.0) - tested[key]) > 1e-6 for key in ("test/err", "test/err_mc")):
         metrics.setdefault("device_test", own)  # the run's own figures differ (another device): keep them
-    metrics.update(tested, test_device="cpu")
+    metrics = {k: v for k, v in metrics.items() if k not in ERRORS.values()} | tested | {"test_device": "cpu"}
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(run_dir / "metrics.json")
