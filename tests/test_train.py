@@ -110,6 +110,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.num_scales=0", "model.net.num_scales=0"),
         ("model.net.patch_size=60", "largest patch is 60 px"),
         ("model.net.first_location=corner", "model.net.first_location='corner'"),
+        ("model.policy_lr_scale=0", "model.policy_lr_scale=0"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("data.batch_size=0", "data.batch_size=0"),
     ],

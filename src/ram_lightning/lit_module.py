@@ -50,6 +50,7 @@ class RAMLitModule(pl.LightningModule):
         mc_eval: int = 10,
         reinforce_weight: float = 1.0,
         baseline_weight: float = 1.0,
+        policy_lr_scale: float = 1.0,
         seed: int = 0,
         compile: bool = False,
         recipe: dict | None = None,
@@ -57,6 +58,8 @@ class RAMLitModule(pl.LightningModule):
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if policy_lr_scale <= 0:
+            raise ValueError(f"policy_lr_scale must be > 0, got {policy_lr_scale}")
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
@@ -164,8 +167,22 @@ class RAMLitModule(pl.LightningModule):
         epochs = max(self.trainer.max_epochs or 1, 1)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
 
+    def _param_groups(self) -> list[dict]:
+        """The locator gets its own group only when its rate differs, so older checkpoints still resume.
+
+        Its only gradient is the REINFORCE term (its input is detached), and Adam undoes a constant scale of a
+        parameter's gradient: reinforce_weight moves the policy only through the shared gradient-norm clip.
+        policy_lr_scale is the knob that sets how fast the policy moves against the rest of the model.
+        """
+        if self.hparams.policy_lr_scale == 1.0 or not self.has_policy:
+            return [{"params": list(self.parameters())}]
+        policy = list(self.net.locator.parameters())
+        ids = {id(p) for p in policy}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest}, {"params": policy, "lr": self.hparams.lr * self.hparams.policy_lr_scale}]
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.Adam(self._param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
