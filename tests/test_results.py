@@ -47,3 +47,12 @@ def test_the_latest_run_of_a_row_fills_it_wherever_it_lies(tmp_path: Path) -> No
     fake_run(tmp_path / "multiruns" / "early" / "0", ["experiment=mnist"], 6, 2.0, [])
     os.utime(tmp_path / "multiruns" / "early" / "0" / "metrics.json", (1, 1))  # finished long before
     assert "| **mnist, 6 glimpses** | 1.20 | 0.90 |" in report(tmp_path, quick=False)
+
+
+def test_a_fine_tuned_run_says_so(tmp_path: Path) -> None:
+    overrides = ["experiment=cluttered60", "init_from=checkpoints/resume/base.ckpt", "model.net.std=0.05"]
+    fake_run(tmp_path / "tuned", overrides, 8, 3.5, [])
+    full = report(tmp_path, quick=False)
+    row = "| 7 | 2.0 min | cpu | 4.04 | 2.63 (tfRAM) | fine-tuned from an earlier run's weights (see its command); "
+    assert row in full
+    assert "python -m ram_lightning train experiment=cluttered60 init_from=checkpoints/resume/base.ckpt" in full

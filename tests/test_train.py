@@ -57,6 +57,31 @@ def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:
     assert resumed["global_step"] == 2 * steps
 
 
+def test_init_from_starts_from_the_weights_with_a_fresh_schedule(train_cfg, tmp_path) -> None:
+    first = train_cfg()
+    train(first)
+    ckpt = read_checkpoint(Path(first.paths.output_dir) / "checkpoints" / "last.ckpt")
+    ckpt["state_dict"] = {k: v + 0.5 for k, v in ckpt["state_dict"].items()}  # far from any fresh start
+    torch.save(ckpt, tmp_path / "shifted.ckpt")
+    tuned = train_cfg(f"init_from={tmp_path / 'shifted.ckpt'}", "model.net.std=0.05", "test=false",
+                      "+trainer.max_steps=1", f"paths.output_dir={tmp_path / 'tuned'}")  # fmt: skip
+    train(tuned)
+    after = read_checkpoint(tmp_path / "tuned" / "checkpoints" / "last.ckpt")
+    assert after["global_step"] == 1 and after["epoch"] == 0  # a new run, not a resumed one
+    for k, v in ckpt["state_dict"].items():  # one Adam step (lr 3e-4) from the given weights
+        assert torch.allclose(after["state_dict"][k], v, atol=1e-2), k
+
+
+def test_init_from_refuses_another_network_and_resuming_at_once(train_cfg, tmp_path) -> None:
+    first = train_cfg()
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(RAMError, match=r"does not fit the configured network.*set the same model\.net"):
+        train(train_cfg(f"init_from={last}", "model.net.hidden=24", f"paths.output_dir={tmp_path / 'a'}"))
+    with pytest.raises(RAMError, match="not both"):
+        train(train_cfg(f"init_from={last}", f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'b'}"))
+
+
 def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:
     cfg = train_cfg("test=false", "logger=none")  # no loggers: the learning-rate monitor is left out
     train(cfg)
@@ -112,6 +137,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.first_location=corner", "model.net.first_location='corner'"),
         ("model.policy_lr_scale=0", "model.policy_lr_scale=0"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
+        ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),
     ],
 )

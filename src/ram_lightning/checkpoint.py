@@ -11,11 +11,12 @@ from .errors import CheckpointError
 from .lit_module import FORMAT_KEY, FORMAT_VERSION, RAMLitModule
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents; never unpickles anything but tensors and plain containers."""
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint's contents; never unpickles anything but tensors and plain containers. ``key`` is the
+    option that named it, for the error message."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p} (pass ckpt_path=<an existing .ckpt file>)")
+        raise CheckpointError(f"checkpoint not found: {p} (pass {key}=<an existing .ckpt file>)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -50,6 +51,27 @@ def load_module(path: str | Path) -> RAMLitModule:
     except (TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path} does not match a ram-lightning model: {str(err).splitlines()[0]}") from None
     return module.eval()
+
+
+def load_weights(module: RAMLitModule, path: str | Path) -> None:
+    """Copy the weights of the checkpoint at ``path`` into ``module`` (fine-tuning: the optimiser, the
+    schedule and the epoch count start afresh). The two networks must have the same shapes."""
+    ckpt = read_checkpoint(path, key="init_from")
+    theirs, ours = ckpt["state_dict"], module.state_dict()
+    missing = sorted(ours.keys() - theirs.keys())
+    extra = sorted(theirs.keys() - ours.keys())
+    wrong = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items() if k in theirs
+             and theirs[k].shape != v.shape]  # fmt: skip
+    if missing or extra or wrong:
+        found = (["missing: " + ", ".join(missing[:3])] if missing else []) + (
+            ["not in this model: " + ", ".join(extra[:3])] if extra else []) + (
+            ["other shapes (checkpoint vs config): " + ", ".join(wrong[:3])] if wrong else [])  # fmt: skip
+        net = ckpt["hyper_parameters"].get("net", {})
+        raise CheckpointError(
+            f"init_from={path} does not fit the configured network ({'; '.join(found)}); its network was "
+            f"{net}: set the same model.net.* options"
+        )
+    module.load_state_dict(theirs)
 
 
 SHIPPED_KEYS = ("state_dict", "hyper_parameters", FORMAT_KEY, "epoch", "global_step", "pytorch-lightning_version")

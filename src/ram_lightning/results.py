@@ -116,10 +116,13 @@ def table(runs: list[Run], quick: bool) -> str:
         m = run.metrics if run else {}
         resumed = run is not None and "ckpt_path=" in run.command
         wall = "resumed run" if resumed else f"{m['fit_seconds'] / 60:.1f} min" if "fit_seconds" in m else "-"
+        tuned = run is not None and "init_from=" in run.command  # its epochs and time add to the earlier run's
         label = f"**{row.label}**" if (row.experiment, row.glimpses) in HEADLINE else row.label
         status = _status(row, m)
         if run is not None and run.short and not quick:
             status = "; ".join(filter(None, ["short schedule", status]))
+        if tuned:
+            status = "; ".join(filter(None, ["fine-tuned from an earlier run's weights (see its command)", status]))
         hardware = m.get("hardware", "-") + (", tested on CPU" if "device_test" in m else "")
         cells = [label, *(_cell(m, key) for key in ERRORS.values()), str(m.get("epochs", "-")), wall,
                  hardware, row.paper, row.best_public, status]  # fmt: skip

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from .checkpoint import read_checkpoint
+from .checkpoint import load_weights, read_checkpoint
 from .cli import build, run_reporting_errors
 from .config import CONF_DIR
 from .errors import RAMError
@@ -76,12 +76,17 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         torch.set_num_threads(int(cfg.threads))
     dm = build(cfg.data)
     validate_model(cfg.model, dm.image_shape[1:])
+    init_from = cfg.get("init_from")
+    if cfg.ckpt_path is not None and init_from is not None:
+        raise RAMError("set ckpt_path= (resume a run) or init_from= (start from its weights), not both")
     if cfg.ckpt_path is not None:
         read_checkpoint(cfg.ckpt_path)  # refuse a missing or unsafe checkpoint before Lightning opens it
     recipe = {**dm.recipe, "eval_batch_size": dm.eval_batch_size}  # eval draws its noise per batch
     model = build(
         cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
     )
+    if init_from is not None:
+        load_weights(model, init_from)
     loggers, callbacks = _instantiate_all(cfg.get("logger")), _instantiate_all(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger, and Lightning refuses it
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
