@@ -45,6 +45,23 @@ def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error
     assert len(list(run.glob("eval_*.json"))) == 2 and again["test_err"] == report["test_err"]
 
 
+def test_eval_samples_paths_at_another_std_when_asked(train_cfg, tmp_path) -> None:
+    cfg = train_cfg()
+    ckpt = train(cfg)["best_ckpt"]
+    data = f"paths.data_dir={cfg.paths.data_dir}"
+
+    def run(std: str | None = None) -> dict:
+        extra = [] if std is None else [f"std={std}"]
+        return evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", data, f"out={tmp_path / f'{std}.json'}", *extra]))
+
+    assert run()["std"] == cfg.model.net.std
+    tiny, tinier = run("1e-6"), run("2e-6")
+    assert tiny["std"] == 1e-6 and tinier["std"] == 2e-6
+    assert tiny["test_err"] == tinier["test_err"]  # the same first glimpses, then noise too small to matter
+    with pytest.raises(RAMError, match=re.escape("std=0 is not allowed: must be > 0")):
+        run("0")
+
+
 def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:
     first = train_cfg()
     train(first)

@@ -62,6 +62,12 @@ def evaluate(cfg: DictConfig) -> dict:
         if int(cfg.mc_eval) < 1:
             raise ConfigError(f"mc_eval={cfg.mc_eval} is not allowed: must be >= 1")
         module.hparams.mc_eval = int(cfg.mc_eval)
+    if cfg.get("std") is not None:
+        if not module.has_policy:
+            raise ConfigError(f"std={cfg.std}: {cfg.ckpt_path} has no location policy to sample from")
+        if not float(cfg.std) > 0:
+            raise ConfigError(f"std={cfg.std} is not allowed: must be > 0")
+        module.net.locator.std = float(cfg.std)
     dm = _datamodule(cfg, module)
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
@@ -73,6 +79,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "ckpt_path": str(cfg.ckpt_path),
         "data": dm.recipe,
         "mc_eval": module.hparams.mc_eval,
+        "std": module.net.locator.std if module.has_policy else None,
         "test_err": metrics["test/err"],
         "test_err_mc": metrics["test/err_mc"],
         "test_err_deterministic": metrics.get("test/err_deterministic"),  # None: the model has no policy
