@@ -58,8 +58,9 @@ def test_eval_samples_paths_at_another_std_when_asked(train_cfg, tmp_path) -> No
     tiny, tinier = run("1e-6"), run("2e-6")
     assert tiny["std"] == 1e-6 and tinier["std"] == 2e-6
     assert tiny["test_err"] == tinier["test_err"]  # the same first glimpses, then noise too small to matter
-    with pytest.raises(RAMError, match=re.escape("std=0 is not allowed: must be > 0")):
-        run("0")
+    for bad in ("0", "wide"):
+        with pytest.raises(RAMError, match=re.escape(f"std={bad} is not allowed: must be a number > 0")):
+            run(bad)
 
 
 def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:

@@ -58,17 +58,19 @@ def load_weights(module: RAMLitModule, path: str | Path) -> None:
     schedule and the epoch count start afresh). The two networks must have the same shapes."""
     ckpt = read_checkpoint(path, key="init_from")
     theirs, ours = ckpt["state_dict"], module.state_dict()
-    missing = sorted(ours.keys() - theirs.keys())
-    extra = sorted(theirs.keys() - ours.keys())
-    wrong = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items() if k in theirs
-             and theirs[k].shape != v.shape]  # fmt: skip
-    if missing or extra or wrong:
-        found = (["missing: " + ", ".join(missing[:3])] if missing else []) + (
-            ["not in this model: " + ", ".join(extra[:3])] if extra else []) + (
-            ["other shapes (checkpoint vs config): " + ", ".join(wrong[:3])] if wrong else [])  # fmt: skip
+    problems = {
+        "missing": sorted(ours.keys() - theirs.keys()),
+        "not in this model": sorted(theirs.keys() - ours.keys()),
+        "other shapes (checkpoint vs config)": [
+            f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
+            if k in theirs and theirs[k].shape != v.shape
+        ],
+    }  # fmt: skip
+    if any(problems.values()):
+        found = "; ".join(f"{what}: {', '.join(keys[:3])}" for what, keys in problems.items() if keys)
         net = ckpt["hyper_parameters"].get("net", {})
         raise CheckpointError(
-            f"init_from={path} does not fit the configured network ({'; '.join(found)}); its network was "
+            f"init_from={path} does not fit the configured network ({found}); its network was "
             f"{net}: set the same model.net.* options"
         )
     module.load_state_dict(theirs)

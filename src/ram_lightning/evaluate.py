@@ -65,9 +65,10 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("std") is not None:
         if not module.has_policy:
             raise ConfigError(f"std={cfg.std}: {cfg.ckpt_path} has no location policy to sample from")
-        if not float(cfg.std) > 0:
-            raise ConfigError(f"std={cfg.std} is not allowed: must be > 0")
-        module.net.locator.std = float(cfg.std)
+        std = cfg.std if isinstance(cfg.std, (int, float)) else float("nan")
+        if not std > 0:
+            raise ConfigError(f"std={cfg.std} is not allowed: must be a number > 0")
+        module.net.locator.std = float(std)
     dm = _datamodule(cfg, module)
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
