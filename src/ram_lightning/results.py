@@ -87,7 +87,9 @@ ERRORS = {"M=1": "test/err", "M=10": "test/err_mc", "policy mean": "test/err_det
 
 
 def _beaten(metrics: dict, target: str, what: str) -> str:
-    """Which of our errors beat ``target`` (a number, then its source), as a table note."""
+    """Which of our errors beat ``target`` (a number, then its source; "-" for none), as a table note."""
+    if target == "-":
+        return ""
     ours = {name: metrics[key] for name, key in ERRORS.items() if key in metrics}
     beats = [name for name, err in ours.items() if err < float(target.split()[0])]
     if not beats:
@@ -102,8 +104,7 @@ def _status(row: Row, metrics: dict) -> str:
     if row.paper == "-":
         return ""
     paper = _beaten(metrics, row.paper, "the paper") or "**does not beat the paper yet**"
-    public = _beaten(metrics, row.best_public, "the best public") if row.best_public != "-" else ""
-    return "; ".join(filter(None, [paper, public]))
+    return "; ".join(filter(None, [paper, _beaten(metrics, row.best_public, "the best public")]))
 
 
 def latest(runs: list[Run], quick: bool) -> dict[tuple[str, int | None], Run]:
@@ -123,13 +124,14 @@ def table(runs: list[Run], quick: bool) -> str:
         m = run.metrics if run else {}
         resumed = run is not None and "ckpt_path=" in run.command
         wall = "resumed run" if resumed else f"{m['fit_seconds'] / 60:.1f} min" if "fit_seconds" in m else "-"
-        tuned = run is not None and "init_from=" in run.command  # its epochs and time add to the earlier run's
         label = f"**{row.label}**" if (row.experiment, row.glimpses) in HEADLINE else row.label
-        status = _status(row, m)
-        if run is not None and run.short and not quick:
-            status = "; ".join(filter(None, ["short schedule", status]))
-        if tuned:
-            status = "; ".join(filter(None, ["fine-tuned from an earlier run's weights (see its command)", status]))
+        notes = [
+            "short schedule" if run is not None and run.short and not quick else "",
+            # a fine-tuned run's epochs and time add to the earlier run's
+            "fine-tuned from an earlier run's weights (see its command)" if run and "init_from=" in run.command else "",
+            _status(row, m),
+        ]
+        status = "; ".join(filter(None, notes))
         hardware = m.get("hardware", "-") + (", tested on CPU" if "device_test" in m else "")
         cells = [label, *(_cell(m, key) for key in ERRORS.values()), str(m.get("epochs", "-")), wall,
                  hardware, row.paper, row.best_public, status]  # fmt: skip
