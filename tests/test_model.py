@@ -5,6 +5,7 @@ import torch
 
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
+from ram_lightning.lit_module import build_net
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
 TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
@@ -165,6 +166,20 @@ def test_locator_learns_to_look_at_the_informative_corner() -> None:
     assert (greedy.logits.argmax(-1) == y).float().mean() > 0.9
     l_1 = greedy.locations[:, 1].mean(0)  # where the learned glimpse goes
     assert (l_1 < -0.3).all(), l_1
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_baseline_dropout_acts_in_training_only_and_keeps_the_weight_names(kind: str) -> None:
+    x = torch.rand(4, 1, 28, 28)
+    plain, dropped = (
+        build_net({"kind": kind}, (1, 28, 28), 10),
+        build_net({"kind": kind, "dropout": 0.5}, (1, 28, 28), 10),
+    )
+    assert list(plain.state_dict()) == list(dropped.state_dict())  # checkpoints load either way
+    dropped.load_state_dict(plain.state_dict())
+    assert not torch.equal(dropped(x).logits, plain(x).logits)
+    dropped.eval(), plain.eval()
+    torch.testing.assert_close(dropped(x).logits, plain(x).logits)
 
 
 @pytest.mark.parametrize("kind", ["ram", "fc", "conv"])

@@ -164,6 +164,11 @@ def test_bad_config_values_name_the_key(train_cfg, override: str, expected: str)
         train(train_cfg(override))
 
 
+def test_baseline_dropout_must_be_a_probability(train_cfg) -> None:
+    with pytest.raises(RAMError, match=re.escape("model.net.dropout=1.0 is not allowed: must be in [0, 1)")):
+        train(train_cfg("model=conv", "model.net.dropout=1.0", tiny_model=False))
+
+
 @pytest.mark.parametrize("group", ["experiment", "model", "data", "trainer"])
 def test_unknown_group_option_lists_the_choices(group: str) -> None:
     with pytest.raises(MissingConfigException, match=f"Available options in '{group}'"):

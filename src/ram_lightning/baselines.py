@@ -12,18 +12,26 @@ def _no_glimpses(logits: torch.Tensor) -> RAMOutput:
     return RAMOutput(logits, log_prob=empty, baseline=empty, locations=logits.new_zeros(B, 0, 2))
 
 
+def _relu(dropout: float) -> nn.Module:
+    # ReLU then dropout as one parameter-free block, so the layer indices (and the checkpoint keys) do
+    # not depend on the dropout rate.
+    return nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+
+
 class FullyConnected(nn.Module):
     """Two ReLU layers of ``hidden`` units (64 or 256 in the paper) and a softmax layer."""
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int = 10, hidden: int = 256) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], num_classes: int = 10, hidden: int = 256, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         C, H, W = in_shape
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(C * H * W, hidden),
-            nn.ReLU(),
+            _relu(dropout),
             nn.Linear(hidden, hidden),
-            nn.ReLU(),
+            _relu(dropout),
             nn.Linear(hidden, num_classes),
         )
 
@@ -42,13 +50,14 @@ class ConvNet(nn.Module):
         kernel: int = 10,
         stride: int = 5,
         hidden: int = 256,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         C, H, W = in_shape
         conv = nn.Conv2d(C, filters, kernel, stride)
         n = filters * ((H - kernel) // stride + 1) * ((W - kernel) // stride + 1)
         self.net = nn.Sequential(
-            conv, nn.ReLU(), nn.Flatten(), nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+            conv, _relu(dropout), nn.Flatten(), nn.Linear(n, hidden), _relu(dropout), nn.Linear(hidden, num_classes)
         )
 
     def forward(self, x: torch.Tensor, **_: object) -> RAMOutput:

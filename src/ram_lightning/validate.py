@@ -24,6 +24,8 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     _require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
              f"choose one of {', '.join(LR_SCHEDULES)}")  # fmt: skip
     if net.kind != "ram":
+        dropout = float(net.get("dropout", 0.0))
+        _require(0 <= dropout < 1, "model.net.dropout", net.get("dropout"), "must be in [0, 1)")
         return
     _require(net.core in CORES, "model.net.core", net.core, f"choose one of {', '.join(CORES)}")
     _require(net.first_location in FIRST_LOCATIONS, "model.net.first_location", net.first_location,
