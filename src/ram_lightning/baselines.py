@@ -57,7 +57,7 @@ class ConvNet(nn.Module):
         conv = nn.Conv2d(C, filters, kernel, stride)
         n = filters * ((H - kernel) // stride + 1) * ((W - kernel) // stride + 1)
         self.net = nn.Sequential(
-            conv, _relu(dropout), nn.Flatten(), nn.Linear(n, hidden), _relu(dropout), nn.Linear(hidden, num_classes)
+            conv, nn.ReLU(), nn.Flatten(), nn.Linear(n, hidden), _relu(dropout), nn.Linear(hidden, num_classes)
         )
 
     def forward(self, x: torch.Tensor, **_: object) -> RAMOutput:

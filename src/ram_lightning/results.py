@@ -40,7 +40,9 @@ ROWS = [
     Row("fc_mnist", None, "-", "-"),
     Row("conv_mnist", None, "1.21", "-"),
     Row("fc_cluttered60", None, "-", "-"),
+    Row("conv_translated60", None, "1.62", "-"),
     Row("conv_cluttered60", None, "8.09", "-"),
+    Row("conv_cluttered100", None, "14.35", "-"),
 ]  # fmt: skip
 HEADLINE = {("mnist", 6), ("translated60", 8), ("cluttered60", 8), ("cluttered100", 8)}
 
