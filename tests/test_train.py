@@ -81,8 +81,9 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(train_cfg, tmp_
     ckpt = read_checkpoint(Path(first.paths.output_dir) / "checkpoints" / "last.ckpt")
     ckpt["state_dict"] = {k: v + 0.5 for k, v in ckpt["state_dict"].items()}  # far from any fresh start
     torch.save(ckpt, tmp_path / "shifted.ckpt")
-    tuned = train_cfg(f"init_from={tmp_path / 'shifted.ckpt'}", "model.net.std=0.05", "test=false",
-                      "+trainer.max_steps=1", f"paths.output_dir={tmp_path / 'tuned'}")  # fmt: skip
+    assert first.model.net.num_glimpses != 4  # the weights fit any number of glimpses
+    tuned = train_cfg(f"init_from={tmp_path / 'shifted.ckpt'}", "model.net.std=0.05", "model.net.num_glimpses=4",
+                      "test=false", "+trainer.max_steps=1", f"paths.output_dir={tmp_path / 'tuned'}")  # fmt: skip
     train(tuned)
     after = read_checkpoint(tmp_path / "tuned" / "checkpoints" / "last.ckpt")
     assert after["global_step"] == 1 and after["epoch"] == 0  # a new run, not a resumed one
