@@ -12,7 +12,7 @@ def _no_glimpses(logits: torch.Tensor) -> RAMOutput:
     return RAMOutput(logits, log_prob=empty, baseline=empty, locations=logits.new_zeros(B, 0, 2))
 
 
-def _relu(dropout: float) -> nn.Module:
+def _relu_dropout(dropout: float) -> nn.Module:
     # ReLU then dropout as one parameter-free block, so the layer indices (and the checkpoint keys) do
     # not depend on the dropout rate.
     return nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
@@ -29,9 +29,9 @@ class FullyConnected(nn.Module):
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(C * H * W, hidden),
-            _relu(dropout),
+            _relu_dropout(dropout),
             nn.Linear(hidden, hidden),
-            _relu(dropout),
+            _relu_dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
 
@@ -57,7 +57,7 @@ class ConvNet(nn.Module):
         conv = nn.Conv2d(C, filters, kernel, stride)
         n = filters * ((H - kernel) // stride + 1) * ((W - kernel) // stride + 1)
         self.net = nn.Sequential(
-            conv, nn.ReLU(), nn.Flatten(), nn.Linear(n, hidden), _relu(dropout), nn.Linear(hidden, num_classes)
+            conv, nn.ReLU(), nn.Flatten(), nn.Linear(n, hidden), _relu_dropout(dropout), nn.Linear(hidden, num_classes)
         )
 
     def forward(self, x: torch.Tensor, **_: object) -> RAMOutput:
