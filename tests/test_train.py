@@ -45,22 +45,28 @@ def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error
     assert len(list(run.glob("eval_*.json"))) == 2 and again["test_err"] == report["test_err"]
 
 
-def test_eval_samples_paths_at_another_std_when_asked(train_cfg, tmp_path) -> None:
+def test_eval_samples_paths_at_another_std_or_start_when_asked(train_cfg, tmp_path) -> None:
     cfg = train_cfg()
     ckpt = train(cfg)["best_ckpt"]
     data = f"paths.data_dir={cfg.paths.data_dir}"
 
-    def run(std: str | None = None) -> dict:
-        extra = [] if std is None else [f"std={std}"]
-        return evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", data, f"out={tmp_path / f'{std}.json'}", *extra]))
+    def run(*extra: str) -> dict:
+        out = f"out={tmp_path / 'report.json'}"  # each report gets a free name beside the last
+        return evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", data, out, *extra]))
 
-    assert run()["std"] == cfg.model.net.std
-    tiny, tinier = run("1e-6"), run("2e-6")
+    own = run()
+    assert own["std"] == cfg.model.net.std and own["first_location"] == cfg.model.net.first_location == "uniform"
+    tiny, tinier = run("std=1e-6"), run("std=2e-6")
     assert tiny["std"] == 1e-6 and tinier["std"] == 2e-6
     assert tiny["test_err"] == tinier["test_err"]  # the same first glimpses, then noise too small to matter
+    centred = run("std=1e-6", "first_location=center")
+    assert centred["first_location"] == "center"
+    assert centred["test_err"] == centred["test_err_deterministic"]  # every path starts alike: only noise differs
     for bad in ("0", "wide"):
         with pytest.raises(RAMError, match=re.escape(f"std={bad} is not allowed: must be a number > 0")):
-            run(bad)
+            run(f"std={bad}")
+    with pytest.raises(RAMError, match="first_location=corner is not allowed: choose one of center, uniform"):
+        run("first_location=corner")
 
 
 def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:

@@ -17,6 +17,7 @@ from .config import CONF_DIR
 from .data import RAMDataModule
 from .errors import ConfigError
 from .lit_module import RAMLitModule
+from .model import FIRST_LOCATIONS
 from .paths import free_path
 from .train import epoch_metrics, format_metrics
 
@@ -69,6 +70,14 @@ def evaluate(cfg: DictConfig) -> dict:
         if not std > 0:
             raise ConfigError(f"std={cfg.std} is not allowed: must be a number > 0")
         module.net.locator.std = float(std)
+    if cfg.get("first_location") is not None:
+        if not module.has_policy:
+            raise ConfigError(f"first_location={cfg.first_location}: {cfg.ckpt_path} has no location policy")
+        if cfg.first_location not in FIRST_LOCATIONS:
+            raise ConfigError(
+                f"first_location={cfg.first_location} is not allowed: choose one of {', '.join(FIRST_LOCATIONS)}"
+            )
+        module.net.first_location = cfg.first_location
     dm = _datamodule(cfg, module)
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
@@ -81,6 +90,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "data": dm.recipe,
         "mc_eval": module.hparams.mc_eval,
         "std": module.net.locator.std if module.has_policy else None,
+        "first_location": module.net.first_location if module.has_policy else None,
         "test_err": metrics["test/err"],
         "test_err_mc": metrics["test/err_mc"],
         "test_err_deterministic": metrics.get("test/err_deterministic"),  # None: the model has no policy
