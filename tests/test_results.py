@@ -7,10 +7,12 @@ from omegaconf import OmegaConf
 from ram_lightning.results import ROWS, find_runs, report
 
 
-def fake_run(folder: Path, overrides: list[str], glimpses: int, err_mc: float, tags: list[str], **extra: float) -> None:
+def fake_run(
+    folder: Path, overrides: list[str], glimpses: int, err_mc: float, tags: list[str], start: str = "uniform", **extra
+) -> None:
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
-    cfg = {"tags": tags, "model": {"net": {"kind": "ram", "num_glimpses": glimpses}}}
+    cfg = {"tags": tags, "model": {"net": {"kind": "ram", "num_glimpses": glimpses, "first_location": start}}}
     OmegaConf.save(OmegaConf.create(cfg), folder / ".hydra" / "config.yaml")
     metrics = {"test/err": err_mc + 0.3, "test/err_mc": err_mc, "epochs": 7, "fit_seconds": 120.0, "hardware": "cpu"}
     metrics |= {f"test/{k}": v for k, v in extra.items()}
@@ -59,3 +61,13 @@ def test_a_fine_tuned_run_says_so(tmp_path: Path) -> None:
     row = "| 7 | 2.0 min | cpu | 4.04 | 2.63 (tfRAM) | fine-tuned from an earlier run's weights (see its command); "
     assert row + "beats the paper; beats the best public with M=10 only |" in full
     assert "python -m ram_lightning train experiment=cluttered60 init_from=checkpoints/resume/base.ckpt" in full
+
+
+def test_a_centred_first_glimpse_fills_its_own_row(tmp_path: Path) -> None:
+    fake_run(tmp_path / "uniform", ["experiment=cluttered60"], 8, 2.7, [], err_deterministic=5.0)
+    centred = ["experiment=cluttered60", "model.net.first_location=center"]
+    fake_run(tmp_path / "centred", centred, 8, 3.0, [], start="center", err_deterministic=3.9)
+    full = report(tmp_path, quick=False)
+    assert "| **cluttered60, 8 glimpses** | 3.00 | 2.70 | 5.00 |" in full
+    assert "| cluttered60, 8 glimpses, centred first glimpse | 3.30 | 3.00 | 3.90 |" in full
+    assert "train experiment=cluttered60 model.net.first_location=center" in full

@@ -23,10 +23,18 @@ class Row:
     glimpses: int | None  # None for the comparison models
     paper: str  # the paper's test error (NIPS camera-ready), "-" where our reference does not carry it
     best_public: str  # the best public re-implementation's number, with its source
+    first_location: str | None = "uniform"  # where every glimpse path starts; None for the comparison models
+
+    @property
+    def key(self) -> tuple[str, int | None, str | None]:
+        return self.experiment, self.glimpses, self.first_location
 
     @property
     def label(self) -> str:
-        return self.experiment if self.glimpses is None else f"{self.experiment}, {self.glimpses} glimpses"
+        if self.glimpses is None:
+            return self.experiment
+        start = ", centred first glimpse" if self.first_location == "center" else ""
+        return f"{self.experiment}, {self.glimpses} glimpses{start}"
 
 
 ROWS = [
@@ -34,17 +42,20 @@ ROWS = [
       for t in range(2, 8)),
     *(Row("translated60", t, {6: "1.22", 8: "1.2"}.get(t, "-"), {6: "1.19 (seed)", 8: "0.94 (tfRAM)"}.get(t, "-"))
       for t in (4, 6, 8)),
+    Row("translated60", 8, "1.2", "0.94 (tfRAM)", "center"),
     *(Row("cluttered60", t, {8: "4.04"}.get(t, "-"), {8: "2.63 (tfRAM)"}.get(t, "-")) for t in (4, 6, 8)),
+    Row("cluttered60", 8, "4.04", "2.63 (tfRAM)", "center"),
     Row("cluttered60_random", 8, "14.4", "-"),
     *(Row("cluttered100", t, {8: "8.11"}.get(t, "-"), {8: "5.9 (tfRAM)"}.get(t, "-")) for t in (4, 6, 8)),
-    Row("fc_mnist", None, "-", "-"),
-    Row("conv_mnist", None, "1.21", "-"),
-    Row("fc_cluttered60", None, "-", "-"),
-    Row("conv_translated60", None, "1.62", "-"),
-    Row("conv_cluttered60", None, "8.09", "-"),
-    Row("conv_cluttered100", None, "14.35", "-"),
+    Row("fc_mnist", None, "-", "-", None),
+    Row("conv_mnist", None, "1.21", "-", None),
+    Row("fc_cluttered60", None, "-", "-", None),
+    Row("conv_translated60", None, "1.62", "-", None),
+    Row("conv_cluttered60", None, "8.09", "-", None),
+    Row("conv_cluttered100", None, "14.35", "-", None),
 ]  # fmt: skip
-HEADLINE = {("mnist", 6), ("translated60", 8), ("cluttered60", 8), ("cluttered100", 8)}
+HEADLINE = {("mnist", 6, "uniform"), ("translated60", 8, "uniform"), ("cluttered60", 8, "uniform"),
+            ("cluttered100", 8, "uniform")}  # fmt: skip
 
 
 @dataclass
@@ -52,6 +63,7 @@ class Run:
     folder: Path
     experiment: str
     glimpses: int | None
+    first_location: str | None  # None for the comparison models
     quick: bool
     short: bool  # trained at a shorter schedule than its experiment's config (tag "short")
     metrics: dict
@@ -66,12 +78,13 @@ def read_run(folder: Path) -> Run | None:
     cfg = OmegaConf.load(hydra / "config.yaml")
     overrides = list(OmegaConf.load(hydra / "overrides.yaml"))
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "mnist")
-    glimpses = cfg.model.net.num_glimpses if cfg.model.net.kind == "ram" else None
+    ram = cfg.model.net.kind == "ram"
+    glimpses, first_location = (cfg.model.net.num_glimpses, cfg.model.net.first_location) if ram else (None, None)
     command = "python -m ram_lightning train " + " ".join(
         shlex.quote(o) for o in overrides if not o.startswith("paths.")
     )
     tags, metrics = cfg.get("tags") or [], json.loads(metrics_file.read_text())
-    return Run(folder, experiment, glimpses, "quick" in tags, "short" in tags, metrics, command)
+    return Run(folder, experiment, glimpses, first_location, "quick" in tags, "short" in tags, metrics, command)
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -109,9 +122,14 @@ def _status(row: Row, metrics: dict) -> str:
     return "; ".join(filter(None, [paper, _beaten(metrics, row.best_public, "the best public")]))
 
 
-def latest(runs: list[Run], quick: bool) -> dict[tuple[str, int | None], Run]:
-    """The latest run of each (experiment, glimpses) row."""
-    return {(r.experiment, r.glimpses): r for r in runs if r.quick == quick}
+def rows(quick: bool) -> list[Row]:
+    return [row for row in ROWS if not quick or row.key in HEADLINE]
+
+
+def latest(runs: list[Run], quick: bool) -> dict[Row, Run]:
+    """The run that fills each row of the table: the row's latest. Runs that fit no row are left out."""
+    last = {(r.experiment, r.glimpses, r.first_location): r for r in runs if r.quick == quick}
+    return {row: last[row.key] for row in rows(quick) if row.key in last}
 
 
 def table(runs: list[Run], quick: bool) -> str:
@@ -119,14 +137,12 @@ def table(runs: list[Run], quick: bool) -> str:
                "best public", ""]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     shown = latest(runs, quick)
-    for row in ROWS:
-        if quick and (row.experiment, row.glimpses) not in HEADLINE:
-            continue
-        run = shown.get((row.experiment, row.glimpses))
+    for row in rows(quick):
+        run = shown.get(row)
         m = run.metrics if run else {}
         resumed = run is not None and "ckpt_path=" in run.command
         wall = "resumed run" if resumed else f"{m['fit_seconds'] / 60:.1f} min" if "fit_seconds" in m else "-"
-        label = f"**{row.label}**" if (row.experiment, row.glimpses) in HEADLINE else row.label
+        label = f"**{row.label}**" if row.key in HEADLINE else row.label
         notes = [
             "short schedule" if run is not None and run.short and not quick else "",
             # a fine-tuned run's epochs and time add to the earlier run's
