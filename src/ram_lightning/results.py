@@ -47,6 +47,7 @@ ROWS = [
     Row("cluttered60", 8, "4.04", "2.63 (tfRAM)", "center"),
     Row("cluttered60_random", 8, "14.4", "-"),
     *(Row("cluttered100", t, {8: "8.11"}.get(t, "-"), {8: "5.9 (tfRAM)"}.get(t, "-")) for t in (4, 6, 8)),
+    Row("cluttered100", 8, "8.11", "5.9 (tfRAM)", "center"),
     Row("fc_mnist", None, "-", "-", None),
     Row("conv_mnist", None, "1.21", "-", None),
     Row("fc_cluttered60", None, "-", "-", None),
