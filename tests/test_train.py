@@ -61,7 +61,7 @@ def test_eval_samples_paths_at_another_std_or_start_when_asked(train_cfg, tmp_pa
     assert tiny["test_err"] == tinier["test_err"]  # the same first glimpses, then noise too small to matter
     centred = run("std=1e-6", "first_location=center")
     assert centred["first_location"] == "center"
-    assert centred["test_err"] == centred["test_err_deterministic"]  # every path starts alike: only noise differs
+    assert centred["test_err"] == centred["test_err_deterministic"]  # paths start alike, noise too small to matter
     for bad in ("0", "wide"):
         with pytest.raises(RAMError, match=re.escape(f"std={bad} is not allowed: must be a number > 0")):
             run(f"std={bad}")

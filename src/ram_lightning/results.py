@@ -70,6 +70,11 @@ class Run:
     metrics: dict
     command: str
 
+    @property
+    def key(self) -> tuple[str, int | None, str | None]:
+        """The key of the row this run fills (see Row.key)."""
+        return self.experiment, self.glimpses, self.first_location
+
 
 def read_run(folder: Path) -> Run | None:
     """The finished training run in ``folder`` (metrics.json and Hydra's .hydra/), or None."""
@@ -124,12 +129,13 @@ def _status(row: Row, metrics: dict) -> str:
 
 
 def rows(quick: bool) -> list[Row]:
+    """The rows of the full table, or the headline rows of the quick one."""
     return [row for row in ROWS if not quick or row.key in HEADLINE]
 
 
 def latest(runs: list[Run], quick: bool) -> dict[Row, Run]:
     """The run that fills each row of the table: the row's latest. Runs that fit no row are left out."""
-    last = {(r.experiment, r.glimpses, r.first_location): r for r in runs if r.quick == quick}
+    last = {r.key: r for r in runs if r.quick == quick}
     return {row: last[row.key] for row in rows(quick) if row.key in last}
 
 
