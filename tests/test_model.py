@@ -123,6 +123,21 @@ def test_policy_lr_scale_sets_the_policy_step_alone() -> None:
     assert any(base[k].abs().sum() > 0 for k in base if k.startswith("locator."))
 
 
+def test_label_smoothing_softens_the_cross_entropy_only() -> None:
+    model = RecurrentAttention((1, 16, 16), **TINY)
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    out = model(x, generator=torch.Generator().manual_seed(0))
+    plain, smooth = hybrid_loss(out, y), hybrid_loss(out, y, label_smoothing=0.1)
+    log_p = out.logits.log_softmax(-1)
+    expected = -(0.9 * log_p.gather(1, y[:, None]).squeeze(1) + 0.1 * log_p.mean(-1)).mean()
+    assert smooth.loss_ce.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert smooth.loss_ce.item() != pytest.approx(plain.loss_ce.item())
+    for term in ("loss_reinforce", "loss_baseline", "reward"):  # the policy still learns from right or wrong
+        assert getattr(smooth, term).item() == getattr(plain, term).item(), term
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), label_smoothing=1.0)
+
+
 @pytest.mark.parametrize(
     "schedule, expected",
     [("exponential", [1.0, 0.5, 0.25, 0.2, 0.2]), ("cosine", [1.0, 0.6, 0.2, 0.2, 0.2])],

@@ -158,7 +158,7 @@ def train_step(lit: RAMLitModule, B: int, setting: str, bf16: bool, fused_adam: 
     def step() -> None:
         with record_function("forward"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = lit(x, generator=gen)
-            terms = hybrid_loss(out, y, hp.reinforce_weight, hp.baseline_weight)
+            terms = hybrid_loss(out, y, hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing)
         with record_function("backward"):
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()

@@ -50,6 +50,7 @@ class RAMLitModule(pl.LightningModule):
         mc_eval: int = 10,
         reinforce_weight: float = 1.0,
         baseline_weight: float = 1.0,
+        label_smoothing: float = 0.0,
         policy_lr_scale: float = 1.0,
         seed: int = 0,
         compile: bool = False,
@@ -60,6 +61,8 @@ class RAMLitModule(pl.LightningModule):
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if policy_lr_scale <= 0:
             raise ValueError(f"policy_lr_scale must be > 0, got {policy_lr_scale}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
@@ -94,7 +97,8 @@ class RAMLitModule(pl.LightningModule):
         B = x.shape[0]
         M = self.hparams.mc_train if stage == "train" else self.hparams.mc_eval
         out = self(x.repeat_interleave(M, 0), generator=self._generator(x, stage, batch_idx))  # M copies each
-        terms = hybrid_loss(out, y.repeat_interleave(M), self.hparams.reinforce_weight, self.hparams.baseline_weight)
+        hp = self.hparams
+        terms = hybrid_loss(out, y.repeat_interleave(M), hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing)
         if stage == "train" and not torch.isfinite(terms.loss):
             self._stop_on_non_finite(terms.as_dict())
         probs = out.logits.float().softmax(-1).view(B, M, -1)  # (B, M, classes)

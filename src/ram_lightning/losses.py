@@ -21,13 +21,18 @@ class LossTerms:
 
 
 def hybrid_loss(
-    out: RAMOutput, y: torch.Tensor, reinforce_weight: float = 1.0, baseline_weight: float = 1.0
+    out: RAMOutput,
+    y: torch.Tensor,
+    reinforce_weight: float = 1.0,
+    baseline_weight: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> LossTerms:
     """Gradients: CE reaches glimpse, core and classifier; REINFORCE only the locator (its inputs are
-    detached in the model); the MSE only the baseline. Per-step terms are summed over t."""
+    detached in the model); the MSE only the baseline. Per-step terms are summed over t. Label smoothing
+    softens the CE target only: the reward stays whether the guess is right."""
     R = (out.logits.argmax(-1) == y).float()  # (B,): 1 if the final guess is right; same return at every t
     advantage = R.unsqueeze(1) - out.baseline.detach()  # (B, T)
-    loss_ce = F.cross_entropy(out.logits.float(), y)
+    loss_ce = F.cross_entropy(out.logits.float(), y, label_smoothing=label_smoothing)
     loss_reinforce = -(out.log_prob * advantage).sum(1).mean()
     loss_baseline = (out.baseline - R.unsqueeze(1)).pow(2).sum(1).mean()
     loss = loss_ce + reinforce_weight * loss_reinforce + baseline_weight * loss_baseline

@@ -21,6 +21,9 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
         _require(int(model[key]) >= 1, f"model.{key}", model[key], "must be >= 1")
     _require(float(model.lr) > 0, "model.lr", model.lr, "must be > 0")
     _require(float(model.policy_lr_scale) > 0, "model.policy_lr_scale", model.policy_lr_scale, "must be > 0")
+    smoothing = model.get("label_smoothing", 0.0)
+    ok = isinstance(smoothing, (int, float)) and 0 <= smoothing < 1
+    _require(ok, "model.label_smoothing", smoothing, "must be in [0, 1)")
     _require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
              f"choose one of {', '.join(LR_SCHEDULES)}")  # fmt: skip
     if net.kind != "ram":
