@@ -53,7 +53,7 @@ RESULTS := $(PY) -m ram_lightning train -m paths.log_dir=outputs/results
 
 results: data  ## train every row of the paper's tables (days on a CPU; use trainer=gpu ARGS) and write docs/results.md
 	$(RESULTS) experiment=mnist model.net.num_glimpses=2,3,4,5,6,7 $(ARGS)
-	$(RESULTS) experiment=translated60,cluttered60,cluttered100 model.net.num_glimpses=4,6,8 $(ARGS)
+	$(RESULTS) experiment=translated60,cluttered60,cluttered100 model.net.num_glimpses=4,6,8 model.net.first_location=uniform $(ARGS)
 	$(RESULTS) experiment=translated60,cluttered60,cluttered100 model.net.num_glimpses=8 model.net.first_location=center $(ARGS)
 	$(RESULTS) experiment=cluttered60_random,fc_mnist,conv_mnist,conv_translated60,fc_cluttered60,conv_cluttered60,conv_cluttered100 $(ARGS)
 	$(PY) -m ram_lightning.results

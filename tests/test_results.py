@@ -2,9 +2,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
-from ram_lightning.results import ROWS, find_runs, report
+from conftest import compose_cfg
+from ram_lightning.results import HEADLINE, ROWS, find_runs, report
 
 
 def fake_run(
@@ -21,7 +23,7 @@ def fake_run(
 
 def test_report_fills_rows_from_runs_and_marks_the_rest(tmp_path: Path) -> None:
     fake_run(tmp_path / "a" / "0", ["experiment=mnist", "model.net.num_glimpses=6"], 6, 1.05, [])
-    fake_run(tmp_path / "a" / "1", ["experiment=cluttered60"], 8, 5.5, [])
+    fake_run(tmp_path / "a" / "1", ["experiment=cluttered60"], 8, 5.5, [], start="center")
     fake_run(tmp_path / "b" / "0", ["experiment=mnist", "tags=[quick]"], 6, 3.0, ["quick"])
     short = ["experiment=translated60", "tags=[short]"]
     fake_run(tmp_path / "c" / "0", short, 6, 1.0, ["short"], err_deterministic=1.1)
@@ -40,7 +42,8 @@ def test_report_fills_rows_from_runs_and_marks_the_rest(tmp_path: Path) -> None:
         row + "beats the paper with M=10 and policy mean only; beats the best public with M=10 and policy mean only |"
         in full
     )
-    assert "| **cluttered60, 8 glimpses** | 5.80 | 5.50 |" in full and "does not beat the paper yet" in full
+    assert "| **cluttered60, 8 glimpses, centred first glimpse** | 5.80 | 5.50 |" in full
+    assert "does not beat the paper yet" in full
     assert full.count("not run yet") == len(ROWS) - 3
     quick = report(tmp_path, quick=True)
     assert "SHORT schedule" in quick and "| 3.30 | 3.00 | - |" in quick and "| short schedule" not in quick
@@ -68,6 +71,12 @@ def test_a_centred_first_glimpse_fills_its_own_row(tmp_path: Path) -> None:
     centred = ["experiment=cluttered60", "model.net.first_location=center"]
     fake_run(tmp_path / "centred", centred, 8, 3.0, [], start="center", err_deterministic=3.9)
     full = report(tmp_path, quick=False)
-    assert "| **cluttered60, 8 glimpses** | 3.00 | 2.70 | 5.00 |" in full
-    assert "| cluttered60, 8 glimpses, centred first glimpse | 3.30 | 3.00 | 3.90 |" in full
+    assert "| cluttered60, 8 glimpses | 3.00 | 2.70 | 5.00 |" in full
+    assert "| **cluttered60, 8 glimpses, centred first glimpse** | 3.30 | 3.00 | 3.90 |" in full
     assert "train experiment=cluttered60 model.net.first_location=center" in full
+
+
+@pytest.mark.parametrize("experiment, glimpses, start", sorted(HEADLINE))
+def test_a_headline_row_is_its_experiments_own_config(experiment: str, glimpses: int, start: str) -> None:
+    net = compose_cfg("train", [f"experiment={experiment}", f"model.net.num_glimpses={glimpses}"]).model.net
+    assert net.first_location == start
