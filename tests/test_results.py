@@ -29,7 +29,9 @@ def test_report_fills_rows_from_runs_and_marks_the_rest(tmp_path: Path) -> None:
     fake_run(tmp_path / "c" / "0", short, 6, 1.0, ["short"], err_deterministic=1.1)
     runs = find_runs(tmp_path)
     assert (
-        len(runs) == 4 and runs[0].command == "python -m ram_lightning train experiment=mnist model.net.num_glimpses=6"
+        len(runs) == 4
+        and runs[0].command
+        == "python -m ram_lightning train experiment=mnist model.net.num_glimpses=6 model.net.first_location=uniform"
     )
     full = report(tmp_path, quick=False)
     times = "| 7 | 2.0 min | cpu |"
@@ -74,6 +76,8 @@ def test_a_centred_first_glimpse_fills_its_own_row(tmp_path: Path) -> None:
     assert "| cluttered60, 8 glimpses | 3.00 | 2.70 | 5.00 |" in full
     assert "| **cluttered60, 8 glimpses, centred first glimpse** | 3.30 | 3.00 | 3.90 |" in full
     assert "train experiment=cluttered60 model.net.first_location=center" in full
+    # the uniform run's command names its start too: the experiment's default is the centre now
+    assert "train experiment=cluttered60 model.net.first_location=uniform\n" in full
 
 
 @pytest.mark.parametrize("experiment, glimpses, start", sorted(HEADLINE))

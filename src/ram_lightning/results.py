@@ -87,6 +87,9 @@ def read_run(folder: Path) -> Run | None:
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "mnist")
     ram = cfg.model.net.kind == "ram"
     glimpses, first_location = (cfg.model.net.num_glimpses, cfg.model.net.first_location) if ram else (None, None)
+    if ram and not any(o.startswith("model.net.first_location=") for o in overrides):
+        # named even where it was the default: a default that moves later must not change what the command trains
+        overrides.append(f"model.net.first_location={first_location}")
     command = "python -m ram_lightning train " + " ".join(
         shlex.quote(o) for o in overrides if not o.startswith("paths.")
     )
