@@ -125,17 +125,33 @@ def test_distractors_come_from_the_same_split(tmp_path, monkeypatch):
     assert set((x * 255).round().long().unique().tolist()) <= {0, *range(10, 256, 10), 255}
 
     seen = []
-    real = dm_module.make_canvases
+    real = dm_module.place_digits
 
     def spy(digits, variant, canvas, pool, *rest):
         seen.append(pool)
         return real(digits, variant, canvas, pool, *rest)
 
-    monkeypatch.setattr(dm_module, "make_canvases", spy)
+    monkeypatch.setattr(dm_module, "place_digits", spy)
     dm.cache_path("val").unlink()
     splits = dm._read_splits()
     dm._fixed_canvases("val", splits)  # validation canvases: crops of validation digits only
     assert seen and all(pool is splits["val"][0] for pool in seen)
+
+
+@pytest.mark.parametrize("variant", ["translated", "cluttered"])
+def test_digit_boxes_say_where_each_test_digit_lies(data_dir, variant):
+    dm = make(data_dir, variant=variant, canvas=40)
+    top, left, bottom, right = dm.digit_boxes("test").T
+    digits = dm._read_splits()["test"][0]  # (50, 28, 28)
+    assert top.shape == (50,) and int(top.max()) <= 12 and int(left.max()) <= 12
+    assert (bottom - top == 28).all() and (right - left == 28).all()
+    for i in range(50):  # every digit pixel is there (clutter only adds)
+        window = dm.test_set.images[i, top[i] : top[i] + 28, left[i] : left[i] + 28]
+        assert (window >= digits[i]).all()
+    assert (top != top[0]).any()  # drawn at random, not one place
+    torch.save({**torch.load(dm.cache_path("test")), "images": dm.test_set.images.flip(-1)}, dm.cache_path("test"))
+    with pytest.raises(RuntimeError, match="differ from the cached ones"):
+        dm.digit_boxes("test")
 
 
 def test_cache_name_follows_the_recipe(data_dir):

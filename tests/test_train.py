@@ -12,7 +12,7 @@ from conftest import compose_cfg, run_cli
 from ram_lightning.checkpoint import read_checkpoint
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError
-from ram_lightning.evaluate import evaluate
+from ram_lightning.evaluate import evaluate, on_digit
 from ram_lightning.results import retest, ship, verify
 from ram_lightning.train import checkpoint_to_test, train
 
@@ -41,6 +41,7 @@ def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error
     assert report["test_err_mc"] == pytest.approx(metrics["test/err_mc"], abs=1e-6)
     assert report["test_err_deterministic"] == pytest.approx(metrics["test/err_deterministic"], abs=1e-6)
     assert sum(map(sum, report["confusion_matrix"])) == 60
+    assert report["policy_mean_on_digit"] is None  # plain 28x28: the digit is the whole image
     again = evaluate(eval_cfg)  # a second report never overwrites the first
     assert len(list(run.glob("eval_*.json"))) == 2 and again["test_err"] == report["test_err"]
 
@@ -112,6 +113,31 @@ def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:
     train(cfg)
     with pytest.raises(Exception, match="already holds a finished run"):
         train(cfg)
+
+
+def test_on_digit_maps_glimpse_centres_as_the_retina_does() -> None:
+    boxes = torch.tensor([[10, 20, 38, 48]] * 3)  # top, left, bottom, right on a 60x60 canvas
+    paths = torch.tensor(
+        [
+            [[-1.0, -1.0], [-1 + 2 * 20.5 / 60, -1 + 2 * 10.5 / 60]],  # second glimpse at (x 20.5, y 10.5): inside
+            [[0.0, 0.0], [1.0, 1.0]],  # x 30, y 30, then the far corner: the first is inside
+            [[-1 + 2 * 48 / 60, 0.0], [0.0, -1 + 2 * 38 / 60]],  # on the exclusive right and bottom edges
+        ]
+    )
+    assert on_digit(paths, boxes, (60, 60)).tolist() == [True, True, False]
+
+
+def test_eval_says_whether_the_policy_mean_paths_looked_at_the_digit(train_cfg, tmp_path) -> None:
+    cfg = train_cfg("experiment=translated60", "data.canvas=40", "model.net.num_glimpses=2")
+    metrics = train(cfg)
+    out = f"out={tmp_path / 'report.json'}"
+    report = evaluate(
+        compose_cfg("eval", [f"ckpt_path={metrics['best_ckpt']}", f"paths.data_dir={cfg.paths.data_dir}", out])
+    )
+    hit, off = report["policy_mean_on_digit"], report["policy_mean_errors_off_digit"]
+    assert 0 <= hit <= 100 and 0 <= off <= 100
+    # a 28x28 digit on a 40x40 canvas always covers the centre, where this model's first glimpse goes
+    assert report["first_location"] == "center" and hit == 100 and off == 0
 
 
 def test_loggers_get_plain_hparams_and_the_checkpoint_records_the_recipe(train_cfg) -> None:
@@ -233,7 +259,8 @@ def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path
     shipped.mkdir()
     ship(run, "tiny", shipped)
     record = json.loads((shipped / "tiny.metrics.json").read_text())
-    assert record["command"] == "python -m ram_lightning train experiment=mnist" and "/" not in record["command"]
+    assert record["command"] == "python -m ram_lightning train experiment=mnist model.net.first_location=uniform"
+    assert "/" not in record["command"]
     assert verify(shipped, str(cfg.paths.data_dir))
     with pytest.raises(SystemExit, match="never overwritten"):
         ship(run, "tiny", shipped)

@@ -45,6 +45,25 @@ def _datamodule(cfg: DictConfig, module: RAMLitModule) -> RAMDataModule:
     return dm
 
 
+def on_digit(locations: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """(N,) whether any glimpse centre of each path (N, T, 2), in [-1, 1] as (x, y), falls inside the
+    target's box (N, 4) of top, left, bottom, right pixels (exclusive) on an image of image_hw."""
+    H, W = image_hw
+    x = (locations[..., 0] + 1) / 2 * W  # (N, T) in pixels, as the retina maps them
+    y = (locations[..., 1] + 1) / 2 * H
+    top, left, bottom, right = (boxes[:, i : i + 1] for i in range(4))  # (N, 1) each
+    return ((y >= top) & (y < bottom) & (x >= left) & (x < right)).any(1)
+
+
+def _where_it_looked(module: RAMLitModule, dm: RAMDataModule) -> dict:
+    """Of the policy-mean paths on translated or cluttered canvases: the share (%) that put a glimpse on the
+    target digit's square, and the share of their errors that never did (missed it rather than misread it)."""
+    locations, wrong = (torch.cat(parts) for parts in zip(*module.policy_mean_paths, strict=True))
+    hit = on_digit(locations, dm.digit_boxes("test"), tuple(dm.image_shape[-2:]))
+    missed = (~hit[wrong]).float().mean().item() * 100 if wrong.any() else 0.0
+    return {"policy_mean_on_digit": hit.float().mean().item() * 100, "policy_mean_errors_off_digit": missed}
+
+
 def _report_path(cfg: DictConfig) -> Path:
     """A report path that does not exist yet: an earlier report is never overwritten."""
     if cfg.out is not None:
@@ -82,9 +101,12 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
+    placed = module.has_policy and dm.variant != "plain"  # where the digit lies is known
+    module.policy_mean_paths = [] if placed else None
     start = time.perf_counter()
     trainer.test(module, datamodule=dm, verbose=False)
     metrics = epoch_metrics(trainer, "test/")
+    looked = _where_it_looked(module, dm) if placed else {}
     report = {
         "ckpt_path": str(cfg.ckpt_path),
         "data": dm.recipe,
@@ -94,6 +116,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "test_err": metrics["test/err"],
         "test_err_mc": metrics["test/err_mc"],
         "test_err_deterministic": metrics.get("test/err_deterministic"),  # None: the model has no policy
+        # None on plain images (the digit is everywhere) and for models without a policy
+        "policy_mean_on_digit": looked.get("policy_mean_on_digit"),
+        "policy_mean_errors_off_digit": looked.get("policy_mean_errors_off_digit"),
         "metrics": metrics,
         "confusion_matrix": module.test_confusion.compute().tolist(),  # rows: true class, cols: predicted
         "seconds": round(time.perf_counter() - start, 2),
@@ -104,7 +129,13 @@ def evaluate(cfg: DictConfig) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x") as f:  # "x": fail rather than overwrite
         json.dump(report, f, indent=2)
-    print(f"\n{cfg.ckpt_path} on {dm.name} test set:\n{format_metrics(metrics)}\nreport: {path}")
+    where = (
+        f"policy-mean paths with a glimpse on the digit: {looked['policy_mean_on_digit']:.2f} %; "
+        f"of their errors, never on it: {looked['policy_mean_errors_off_digit']:.2f} %\n"
+        if looked
+        else ""
+    )
+    print(f"\n{cfg.ckpt_path} on {dm.name} test set:\n{format_metrics(metrics)}\n{where}report: {path}")
     return report
 
 

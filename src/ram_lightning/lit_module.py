@@ -77,6 +77,8 @@ class RAMLitModule(pl.LightningModule):
         self.errors = torch.nn.ModuleDict({n: MeanMetric() for n in names})  # in percent
         self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
         self._compiled = torch.compile(self.net) if compile else None
+        # a list to collect (locations (B, T, 2), wrong (B,)) of every policy-mean test path; None: keep none
+        self.policy_mean_paths: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> RAMOutput:
         if self._compiled is not None:
@@ -128,7 +130,10 @@ class RAMLitModule(pl.LightningModule):
         """Error of one path that follows the policy mean, as render and `predict deterministic=true` draw it. A
         uniform first glimpse is still drawn, from its own stream: M=1 and M=10 see the same noise as before."""
         gen = generator_for(x.device, self.hparams.seed, "test_deterministic", batch_idx, self.global_rank)
-        pred = self(x, deterministic=True, generator=gen).logits.argmax(-1)  # (B,)
+        out = self(x, deterministic=True, generator=gen)
+        pred = out.logits.argmax(-1)  # (B,)
+        if self.policy_mean_paths is not None:
+            self.policy_mean_paths.append((out.locations.detach().cpu(), (pred != y).cpu()))
         err = self.errors["test_err_deterministic"]
         err(100.0 * (pred != y).float())
         self.log("test/err_deterministic", err, on_epoch=True)

@@ -6,18 +6,30 @@ stays there, so clipping once gives the same canvas, and the order of additions 
 does not change it either. Canvases are therefore exact integers and can be cached as uint8.
 """
 
+from typing import NamedTuple
+
 import torch
 
 VARIANTS = ("plain", "translated", "cluttered")
 
 
+class Placed(NamedTuple):
+    canvases: torch.Tensor  # (B, S, S) uint8
+    top: torch.Tensor  # (B,) row of each target digit's top-left pixel
+    left: torch.Tensor  # (B,) its column
+
+
 def translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> torch.Tensor:
     """Each digit (B, h, w) uint8 at a uniformly random place fully inside a zero canvas (B, S, S)."""
+    return _translate(digits, canvas, generator).canvases
+
+
+def _translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> Placed:
     B, h, w = digits.shape
     top, left = _corners((B, 1), canvas - h, canvas - w, generator)
     acc = _zeros(B, canvas, digits.device)
     _add_patches(acc, digits[:, None], top, left)  # (B, 1, h, w) -> one patch per canvas
-    return _clip(acc)
+    return Placed(_clip(acc), top[:, 0], left[:, 0])
 
 
 def clutter(
@@ -34,6 +46,12 @@ def clutter(
     (the same split as ``digits``), added at a random place; the target digit is added last, also at a
     random place; the sum is clipped at 255, so clutter under the digit stays visible.
     """
+    return _clutter(digits, pool, canvas, num_distractors, distractor_size, generator).canvases
+
+
+def _clutter(
+    digits: torch.Tensor, pool: torch.Tensor, canvas: int, num_distractors: int, distractor_size: int, generator
+) -> Placed:
     B, h, w = digits.shape
     N, H, W = pool.shape
     K, s = num_distractors, distractor_size
@@ -50,7 +68,7 @@ def clutter(
     acc = _zeros(B, canvas, digits.device)
     _add_patches(acc, crops, put_y, put_x)
     _add_patches(acc, digits[:, None], top, left)
-    return _clip(acc)
+    return Placed(_clip(acc), top[:, 0], left[:, 0])
 
 
 def make_canvases(
@@ -63,12 +81,26 @@ def make_canvases(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Dispatch on the variant name; ``plain`` returns the digits unchanged."""
+    return place_digits(digits, variant, canvas, pool, num_distractors, distractor_size, generator).canvases
+
+
+def place_digits(
+    digits: torch.Tensor,
+    variant: str,
+    canvas: int,
+    pool: torch.Tensor | None,
+    num_distractors: int,
+    distractor_size: int,
+    generator: torch.Generator,
+) -> Placed:
+    """As make_canvases, with where each target digit went: the same draws, so the same canvases."""
     if variant == "plain":
-        return digits
+        corner = torch.zeros(digits.shape[0], dtype=torch.long, device=digits.device)
+        return Placed(digits, corner, corner)
     if variant == "translated":
-        return translate(digits, canvas, generator)
+        return _translate(digits, canvas, generator)
     if variant == "cluttered":
-        return clutter(digits, pool, canvas, num_distractors, distractor_size, generator)
+        return _clutter(digits, pool, canvas, num_distractors, distractor_size, generator)
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
 
 
