@@ -91,7 +91,7 @@ def test_same_keys_same_canvases_different_keys_different():
     pool = digits.clone()
 
     def make(*keys):
-        return make_canvases(digits, "cluttered", 60, pool, 4, 8, generator_for("cpu", *keys))
+        return make_canvases(digits, "cluttered", 60, pool, 4, 8, generator_for("cpu", *keys)).canvases
 
     assert torch.equal(make(1, 2), make(1, 2))
     assert not torch.equal(make(1, 2), make(1, 3))
@@ -99,6 +99,6 @@ def test_same_keys_same_canvases_different_keys_different():
 
 def test_plain_is_the_identity_and_unknown_variant_fails():
     d = digits_with_marker(2)
-    assert make_canvases(d, "plain", 60, None, 0, 8, generator_for("cpu", 0)) is d
+    assert make_canvases(d, "plain", 60, None, 0, 8, generator_for("cpu", 0)).canvases is d
     with pytest.raises(ValueError, match="rotated"):
         make_canvases(d, "rotated", 60, None, 0, 8, generator_for("cpu", 0))

@@ -84,7 +84,8 @@ def test_fixed_canvases_same_across_instances_and_cached(data_dir, tmp_path, mon
     assert torch.equal(a.val_set.images, b.val_set.images) and torch.equal(a.test_set.images, b.test_set.images)
 
     drawn = []
-    monkeypatch.setattr(dm_module, "make_canvases", lambda *args: drawn.append(args) or args[0])
+    real = dm_module.make_canvases
+    monkeypatch.setattr(dm_module, "make_canvases", lambda *args: drawn.append(args) or real(*args))
     c = make(data_dir, variant="cluttered", canvas=60)  # same recipe: read back from the cache
     assert drawn == [] and torch.equal(c.val_set.images, a.val_set.images)
 
@@ -125,13 +126,13 @@ def test_distractors_come_from_the_same_split(tmp_path, monkeypatch):
     assert set((x * 255).round().long().unique().tolist()) <= {0, *range(10, 256, 10), 255}
 
     seen = []
-    real = dm_module.place_digits
+    real = dm_module.make_canvases
 
     def spy(digits, variant, canvas, pool, *rest):
         seen.append(pool)
         return real(digits, variant, canvas, pool, *rest)
 
-    monkeypatch.setattr(dm_module, "place_digits", spy)
+    monkeypatch.setattr(dm_module, "make_canvases", spy)
     dm.cache_path("val").unlink()
     splits = dm._read_splits()
     dm._fixed_canvases("val", splits)  # validation canvases: crops of validation digits only

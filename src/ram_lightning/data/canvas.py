@@ -78,22 +78,10 @@ def make_canvases(
     pool: torch.Tensor | None,
     num_distractors: int,
     distractor_size: int,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Dispatch on the variant name; ``plain`` returns the digits unchanged."""
-    return place_digits(digits, variant, canvas, pool, num_distractors, distractor_size, generator).canvases
-
-
-def place_digits(
-    digits: torch.Tensor,
-    variant: str,
-    canvas: int,
-    pool: torch.Tensor | None,
-    num_distractors: int,
-    distractor_size: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> Placed:
-    """As make_canvases, with where each target digit went: the same draws, so the same canvases."""
+    """Dispatch on the variant name: the canvases and where each target digit went. ``plain`` returns the
+    digits unchanged, at corner (0, 0)."""
     if variant == "plain":
         corner = torch.zeros(digits.shape[0], dtype=torch.long, device=digits.device)
         return Placed(digits, corner, corner)

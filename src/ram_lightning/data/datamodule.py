@@ -17,7 +17,7 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ram_lightning.data.canvas import VARIANTS, Placed, make_canvases, place_digits
+from ram_lightning.data.canvas import VARIANTS, Placed, make_canvases
 from ram_lightning.data.fetch import SPLIT_FILES, ensure_raw, part_path
 from ram_lightning.data.idx import read_split
 from ram_lightning.data.images import load_image
@@ -314,7 +314,7 @@ class RAMDataModule(pl.LightningDataModule):
         # CPU generator: same seed, same pixels on any machine, whatever device trains
         g = generator_for("cpu", self.seed, split, "fixed-canvases")
         args = (self.variant, self.canvas, digits, self.num_distractors, self.distractor_size, g)  # pool: same split
-        chunks = [place_digits(digits[i : i + EVAL_CHUNK], *args) for i in range(0, len(digits), EVAL_CHUNK)]
+        chunks = [make_canvases(digits[i : i + EVAL_CHUNK], *args) for i in range(0, len(digits), EVAL_CHUNK)]
         return Placed(*(torch.cat(parts) for parts in zip(*chunks, strict=True)))
 
     def digit_boxes(self, split: str = "test") -> torch.Tensor:
@@ -322,19 +322,22 @@ class RAMDataModule(pl.LightningDataModule):
         ``split`` ("val" or "test"), drawn again from the seed, since the cache keeps only pixels; refuses
         if the replay made other canvases."""
         splits = self._read_folder() if self.dataset == "image_folder" else self._read_splits()
-        digits = splits[split][0]
-        placed = (
-            self._draw_fixed(split, digits)
-            if self.variant != "plain"
-            else place_digits(digits, "plain", 0, None, 0, 0, None)
-        )
-        if self.variant != "plain" and not torch.equal(placed.canvases, self._fixed_canvases(split, splits)[0]):
-            raise RuntimeError(f"the {split} canvases drawn again from seed {self.seed} differ from the cached ones")
+        digits = splits[split][0]  # (N, h, w)
         h, w = digits.shape[-2:]
-        return torch.stack([placed.top, placed.left, placed.top + h, placed.left + w], 1)
+        if self.variant == "plain":
+            top = left = torch.zeros(len(digits), dtype=torch.long)
+        else:
+            placed = self._draw_fixed(split, digits)
+            if not torch.equal(placed.canvases, self._fixed_canvases(split, splits)[0]):
+                raise RuntimeError(
+                    f"the {split} canvases drawn again from seed {self.seed} differ from the cached ones"
+                )
+            top, left = placed.top, placed.left
+        return torch.stack([top, left, top + h, left + w], 1)
 
     def _canvases(self, digits: torch.Tensor, pool: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return make_canvases(digits, self.variant, self.canvas, pool, self.num_distractors, self.distractor_size, g)
+        args = (self.variant, self.canvas, pool, self.num_distractors, self.distractor_size, g)
+        return make_canvases(digits, *args).canvases
 
     # ------------------------------------------------------------------------- batches
 
