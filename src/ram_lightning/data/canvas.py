@@ -50,7 +50,12 @@ def clutter(
 
 
 def _clutter(
-    digits: torch.Tensor, pool: torch.Tensor, canvas: int, num_distractors: int, distractor_size: int, generator
+    digits: torch.Tensor,
+    pool: torch.Tensor,
+    canvas: int,
+    num_distractors: int,
+    distractor_size: int,
+    generator: torch.Generator,
 ) -> Placed:
     B, h, w = digits.shape
     N, H, W = pool.shape

@@ -329,8 +329,9 @@ class RAMDataModule(pl.LightningDataModule):
         else:
             placed = self._draw_fixed(split, digits)
             if not torch.equal(placed.canvases, self._fixed_canvases(split, splits)[0]):
-                raise RuntimeError(
-                    f"the {split} canvases drawn again from seed {self.seed} differ from the cached ones"
+                raise DataError(
+                    f"the {split} canvases drawn again from seed {self.seed} differ from {self.cache_path(split)}; "
+                    "delete that file and its canvases are drawn anew"
                 )
             top, left = placed.top, placed.left
         return torch.stack([top, left, top + h, left + w], 1)
