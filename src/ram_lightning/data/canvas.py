@@ -19,12 +19,8 @@ class Placed(NamedTuple):
     left: torch.Tensor  # (B,) its column
 
 
-def translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> torch.Tensor:
+def translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> Placed:
     """Each digit (B, h, w) uint8 at a uniformly random place fully inside a zero canvas (B, S, S)."""
-    return _translate(digits, canvas, generator).canvases
-
-
-def _translate(digits: torch.Tensor, canvas: int, generator: torch.Generator) -> Placed:
     B, h, w = digits.shape
     top, left = _corners((B, 1), canvas - h, canvas - w, generator)
     acc = _zeros(B, canvas, digits.device)
@@ -39,24 +35,13 @@ def clutter(
     num_distractors: int,
     distractor_size: int,
     generator: torch.Generator,
-) -> torch.Tensor:
+) -> Placed:
     """Cluttered canvases (B, S, S) uint8, after the DeepMind mnist-cluttered recipe.
 
     Each distractor is a ``distractor_size`` square crop at a random place of a random digit of ``pool``
     (the same split as ``digits``), added at a random place; the target digit is added last, also at a
     random place; the sum is clipped at 255, so clutter under the digit stays visible.
     """
-    return _clutter(digits, pool, canvas, num_distractors, distractor_size, generator).canvases
-
-
-def _clutter(
-    digits: torch.Tensor,
-    pool: torch.Tensor,
-    canvas: int,
-    num_distractors: int,
-    distractor_size: int,
-    generator: torch.Generator,
-) -> Placed:
     B, h, w = digits.shape
     N, H, W = pool.shape
     K, s = num_distractors, distractor_size
@@ -91,9 +76,9 @@ def make_canvases(
         corner = torch.zeros(digits.shape[0], dtype=torch.long, device=digits.device)
         return Placed(digits, corner, corner)
     if variant == "translated":
-        return _translate(digits, canvas, generator)
+        return translate(digits, canvas, generator)
     if variant == "cluttered":
-        return _clutter(digits, pool, canvas, num_distractors, distractor_size, generator)
+        return clutter(digits, pool, canvas, num_distractors, distractor_size, generator)
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
 
 
