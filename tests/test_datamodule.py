@@ -195,6 +195,30 @@ def test_training_canvases_change_every_step_and_repeat_after_resume(data_dir):
     assert torch.equal(dm.on_after_batch_transfer(val, 0)[0], val[0][:, None].float() / 255)
 
 
+def test_augment_changes_training_digits_only(data_dir):
+    kw = {"variant": "translated", "canvas": 40}
+    jitter_kw = {**kw, "augment_rotate": 20.0, "augment_scale": 0.2}
+    plain, jittered, resumed = make(data_dir, **kw), make(data_dir, **jitter_kw), make(data_dir, **jitter_kw)
+    batch = next(iter(plain.train_dataloader()))
+    for dm in (plain, jittered, resumed):
+        dm.trainer = SimpleNamespace(training=True, global_step=3, global_rank=0)
+    a, b = (dm.on_after_batch_transfer(batch, 0)[0] for dm in (plain, jittered))  # (B, 1, 40, 40)
+    assert not torch.equal(a, b)
+    assert torch.equal(resumed.on_after_batch_transfer(batch, 0)[0], b)  # the same step draws the same
+
+    def centre(x):  # (B, 2) ink's centre of mass
+        grid = torch.arange(40.0)
+        mass = x[:, 0].sum((1, 2))
+        return torch.stack([(x[:, 0].sum(2) * grid).sum(1), (x[:, 0].sum(1) * grid).sum(1)], 1) / mass[:, None]
+
+    assert (centre(a) - centre(b)).abs().max() < 4  # each digit changed where it was, not moved
+
+    for dm in (plain, jittered):
+        dm.trainer = SimpleNamespace(training=False, global_step=3, global_rank=0)
+    val = next(iter(plain.val_dataloader()))
+    assert torch.equal(plain.on_after_batch_transfer(val, 0)[0], jittered.on_after_batch_transfer(val, 0)[0])
+
+
 def test_lightning_fit_sees_float_canvases(data_dir):
     import pytorch_lightning as pl
 
@@ -243,6 +267,9 @@ def test_lightning_fit_sees_float_canvases(data_dir):
         ({"variant": "translated", "canvas": 28}, "data.canvas=28"),
         ({"variant": "cluttered", "distractor_size": 40}, "data.distractor_size=40"),
         ({"pin_memory": "yes"}, "data.pin_memory='yes'"),
+        ({"augment_rotate": -5}, "data.augment_rotate=-5"),
+        ({"augment_scale": 1.5}, "data.augment_scale=1.5"),
+        ({"augment_scale": "0.1"}, "data.augment_scale='0.1'"),
         ({"channels": 3}, "data.channels=3"),
         ({"dataset": "image_folder"}, "data.root=None"),
         ({"dataset": "image_folder", "root": ".", "variant": "cluttered"}, "data.variant=cluttered"),

@@ -17,6 +17,7 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from ram_lightning.data.augment import jitter
 from ram_lightning.data.canvas import VARIANTS, Placed, make_canvases
 from ram_lightning.data.fetch import SPLIT_FILES, ensure_raw, part_path
 from ram_lightning.data.idx import read_split
@@ -101,6 +102,8 @@ class RAMDataModule(pl.LightningDataModule):
         channels: int = 1,  # image_folder: 1 grayscale, 3 RGB
         image_size: int | None = None,  # image_folder: side of the square input; default canvas
         follow_symlinks: bool = False,  # image_folder: also read files that link outside root
+        augment_rotate: float = 0.0,  # training only: turn each image by up to this many degrees
+        augment_scale: float = 0.0,  # training only: resize each image by a factor within 1 +- this
     ):
         super().__init__()
         _check_choice("dataset", dataset, DATASETS)
@@ -120,6 +123,8 @@ class RAMDataModule(pl.LightningDataModule):
         for key, value in [("pin_memory", pin_memory), ("refetch", refetch), ("follow_symlinks", follow_symlinks)]:
             if not isinstance(value, bool):
                 raise ConfigError(f"data.{key}={value!r} is not allowed: use true or false")
+        _check_range("augment_rotate", augment_rotate, 0, 180, "degrees in [0, 180]")
+        _check_range("augment_scale", augment_scale, 0, 0.99, "a fraction in [0, 0.99]")
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
             raise ConfigError(f"data.data_dir={data_dir!r} is not allowed: give a folder path")
         if variant != "plain" and canvas <= DIGIT:
@@ -140,6 +145,7 @@ class RAMDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.val_size, self.seed, self.refetch = val_size, seed, refetch
         self.channels, self.follow_symlinks = channels, follow_symlinks
+        self.augment_rotate, self.augment_scale = float(augment_rotate), float(augment_scale)
 
         if dataset == "image_folder":
             self._init_folder(root, channels, canvas if image_size is None else image_size)
@@ -399,9 +405,14 @@ class RAMDataModule(pl.LightningDataModule):
         """A loader batch -> (x float32 (B, C, H, W) in [0, 1], y int64 (B,)), on the batch's device.
 
         Raw 28x28 digits of a translated/cluttered recipe become canvases here: training draws are
-        keyed by (seed, step, rank, micro); otherwise one fixed stream from the seed is used.
+        keyed by (seed, step, rank, micro); otherwise one fixed stream from the seed is used. Training
+        images are first turned and resized by ``augment_rotate`` / ``augment_scale`` (before placement:
+        the target digit changes, the clutter cut from other digits does not).
         """
         images, labels = batch
+        if train and (self.augment_rotate or self.augment_scale):
+            g = generator_for(images.device, self.seed, "augment", step, micro, rank)
+            images = jitter(images, self.augment_rotate, self.augment_scale, g)
         if self.variant != "plain" and images.shape[-1] != self.canvas:
             keys = ("train", step, micro, rank) if train else ("eval",)
             g = generator_for(images.device, self.seed, *keys)
@@ -447,6 +458,11 @@ def _check_choice(key: str, value, allowed: tuple[str, ...]) -> None:
 def _check_int(key: str, value, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"data.{key}={value!r} is not allowed: use an integer >= {low}")
+
+
+def _check_range(key: str, value, low: float, high: float, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"data.{key}={value!r} is not allowed: use {allowed}")
 
 
 def _holdout(n: int, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
