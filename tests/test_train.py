@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
@@ -68,6 +69,37 @@ def test_eval_samples_paths_at_another_std_or_start_when_asked(train_cfg, tmp_pa
             run(f"std={bad}")
     with pytest.raises(RAMError, match="first_location=corner is not allowed: choose one of center, uniform"):
         run("first_location=corner")
+
+
+def test_ema_weights_are_validated_saved_and_tested_and_a_resume_trains_the_raw_ones(train_cfg, tmp_path) -> None:
+    ema = ("callbacks=ema", "callbacks.ema.decay=0.5", "trainer.max_epochs=2")
+    cfg = train_cfg(*ema)
+    metrics = train(cfg)
+    best = read_checkpoint(metrics["best_ckpt"])
+    raw, averaged = best["current_model_state"], best["state_dict"]
+    assert raw.keys() == averaged.keys() and any(not torch.equal(raw[k], averaged[k]) for k in raw)
+    eval_cfg = compose_cfg("eval", [f"ckpt_path={metrics['best_ckpt']}", f"paths.data_dir={cfg.paths.data_dir}"])
+    report = evaluate(eval_cfg)  # eval reads state_dict: the test after training must have measured the same
+    assert report["test_err"] == pytest.approx(metrics["test/err"], abs=1e-6)
+    assert report["test_err_mc"] == pytest.approx(metrics["test/err_mc"], abs=1e-6)
+
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = train_cfg(*ema[:2], "trainer.max_epochs=3", f"ckpt_path={last}",
+                        f"paths.output_dir={tmp_path / 'resumed'}", "test=false")  # fmt: skip
+    with open_dict(resumed):
+        resumed.callbacks.probe = {"_target_": f"{__name__}.WeightsAtTrainStart"}
+    train(resumed)
+    before, seen = read_checkpoint(last), WeightsAtTrainStart.seen
+    raw, averaged = before["current_model_state"], before["state_dict"]
+    assert all(torch.equal(seen[k], raw[k]) for k in raw)  # training goes on from the raw weights
+    assert not all(torch.equal(seen[k], averaged[k]) for k in averaged)
+
+
+class WeightsAtTrainStart(pl.Callback):
+    seen: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        WeightsAtTrainStart.seen = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
 
 def test_resume_continues_the_step_counter(train_cfg, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Training callbacks of our own: stop cleanly on Ctrl+C or SIGTERM with a checkpoint to resume from."""
+"""Training callbacks of our own: stop cleanly on Ctrl+C or SIGTERM with a checkpoint to resume from;
+keep the best checkpoints across resumes; average the weights."""
 
 import signal
 import sys
@@ -6,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .paths import free_path
@@ -75,3 +77,14 @@ class RunCheckpoint(ModelCheckpoint):
     def _save_last_now(self, trainer: pl.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skips a step saved already
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class WeightEMA(EMAWeightAveraging):
+    """An exponential moving average of the weights, used for validation and saved as each checkpoint's
+    ``state_dict`` (the raw weights ride along for a resume). Lightning's callback puts the raw weights back
+    whenever a checkpoint is loaded, also to test one; here only a resumed fit does, so the test after
+    training and ``eval`` of the same file measure the same averaged weights."""
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
