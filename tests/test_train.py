@@ -29,6 +29,12 @@ def test_every_experiment_composes_and_runs_one_batch(train_cfg, experiment: str
     assert ("test/err_deterministic" in metrics) == learns_where_to_look  # the policy-mean path needs a policy
 
 
+@pytest.mark.parametrize("debug", ["limit", "overfit"])
+def test_debug_configs_run_on_any_data_size(train_cfg, debug: str) -> None:
+    metrics = train(train_cfg(f"debug={debug}", "trainer.max_epochs=2"))  # tiny data: two validation batches
+    assert 0 <= metrics["test/err"] <= 100
+
+
 def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error(train_cfg, tmp_path) -> None:
     cfg = train_cfg()
     metrics = train(cfg)
