@@ -197,6 +197,23 @@ def test_baseline_dropout_acts_in_training_only_and_keeps_the_weight_names(kind:
     torch.testing.assert_close(dropped(x).logits, plain(x).logits)
 
 
+def test_ram_dropout_acts_on_the_classifier_in_training_only() -> None:
+    x, gen = torch.rand(4, 1, 16, 16), lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    plain = RecurrentAttention((1, 16, 16), std=0.3, **TINY)
+    dropped = RecurrentAttention((1, 16, 16), std=0.3, dropout=0.5, **TINY)
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    dropped.load_state_dict(plain.state_dict())
+    a, b = plain(x, generator=gen()), dropped(x, generator=gen())
+    torch.testing.assert_close(a.locations, b.locations)  # same path: the policy, baseline and their noise are untouched
+    torch.testing.assert_close(a.baseline, b.baseline)
+    assert not torch.equal(a.logits, b.logits)
+    torch.testing.assert_close(b.logits, dropped(x, generator=gen()).logits)  # the mask comes from the generator
+    dropped.eval(), plain.eval()
+    torch.testing.assert_close(dropped(x, generator=gen()).logits, plain(x, generator=gen()).logits)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        RecurrentAttention((1, 16, 16), dropout=1.0, **TINY)
+
+
 @pytest.mark.parametrize("kind", ["ram", "fc", "conv"])
 def test_checkpoint_round_trip(tmp_path, kind: str) -> None:
     net = {"kind": kind, **TINY} if kind == "ram" else {"kind": kind}

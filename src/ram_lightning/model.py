@@ -41,13 +41,17 @@ class RecurrentAttention(nn.Module):
         random_glimpses: bool = False,
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if num_glimpses < 1:
             raise ValueError(f"num_glimpses must be >= 1, got {num_glimpses}")
         if first_location not in FIRST_LOCATIONS:
             raise ValueError(f"first_location must be one of {FIRST_LOCATIONS}, got {first_location!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         C = in_shape[0]
+        self.dropout = dropout
         self.num_glimpses, self.first_location, self.random_glimpses = (
             num_glimpses,
             first_location,
@@ -64,6 +68,15 @@ class RecurrentAttention(nn.Module):
 
     def _uniform(self, n: int, B: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return torch.rand(n, B, 2, generator=generator, device=x.device, dtype=torch.float32) * 2 - 1  # (n, B, 2)
+
+    def _dropout_mask(self, B: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
+        """In training, a mask that drops each unit of h_T on its way to the classifier with probability
+        ``dropout`` (the rest scaled by 1 / (1 - dropout)). Drawn from ``generator`` like the rest of the
+        noise, so a resumed run drops what it would have; h_T still reaches the baseline and locator whole."""
+        if not (self.training and self.dropout > 0):
+            return None
+        u = torch.rand(B, self.core.hidden, generator=generator, device=x.device)  # (B, hidden)
+        return (u >= self.dropout).float() / (1 - self.dropout)
 
     def forward(
         self,
@@ -90,6 +103,7 @@ class RecurrentAttention(nn.Module):
             where = x.new_zeros(1, B, 2, dtype=torch.float32)
         sample = not (deterministic or self.random_glimpses)
         noise = torch.randn(T - 1, B, 2, generator=generator, device=x.device) if sample else None  # (T-1, B, 2)
+        keep = self._dropout_mask(B, x, generator)  # (B, hidden) or None
         l_t = where[0]
         hs, mus, draws, locations, patches = [], [], [], [], []
         for t in range(T):
@@ -116,8 +130,9 @@ class RecurrentAttention(nn.Module):
             log_prob = F.pad(self.locator.log_prob(torch.stack(mus, 1), torch.stack(draws, 1)), (0, 1))  # (B, T)
         else:
             log_prob = x.new_zeros(B, T, dtype=torch.float32)
+        h_T = hs[-1] if keep is None else hs[-1] * keep
         return RAMOutput(
-            logits=self.classifier(hs[-1]),
+            logits=self.classifier(h_T),
             log_prob=log_prob,
             baseline=baseline,
             locations=torch.stack(locations, 1),  # (B, T, 2)

@@ -26,10 +26,10 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     _require(ok, "model.label_smoothing", smoothing, "must be in [0, 1)")
     _require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
              f"choose one of {', '.join(LR_SCHEDULES)}")  # fmt: skip
+    dropout = net.get("dropout", 0.0)
+    ok = isinstance(dropout, (int, float)) and 0 <= dropout < 1  # text from the command line is refused too
+    _require(ok, "model.net.dropout", dropout, "must be in [0, 1)")
     if net.kind != "ram":
-        dropout = net.get("dropout", 0.0)
-        ok = isinstance(dropout, (int, float)) and 0 <= dropout < 1  # text from the command line is refused too
-        _require(ok, "model.net.dropout", dropout, "must be in [0, 1)")
         return
     _require(net.core in CORES, "model.net.core", net.core, f"choose one of {', '.join(CORES)}")
     _require(net.first_location in FIRST_LOCATIONS, "model.net.first_location", net.first_location,
