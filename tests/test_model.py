@@ -204,7 +204,7 @@ def test_ram_dropout_acts_on_the_classifier_in_training_only() -> None:
     assert list(plain.state_dict()) == list(dropped.state_dict())
     dropped.load_state_dict(plain.state_dict())
     a, b = plain(x, generator=gen()), dropped(x, generator=gen())
-    torch.testing.assert_close(a.locations, b.locations)  # same path: the policy, baseline and their noise are untouched
+    torch.testing.assert_close(a.locations, b.locations)  # same path: policy and baseline untouched
     torch.testing.assert_close(a.baseline, b.baseline)
     assert not torch.equal(a.logits, b.logits)
     torch.testing.assert_close(b.logits, dropped(x, generator=gen()).logits)  # the mask comes from the generator
