@@ -57,7 +57,7 @@ ROWS = [
 ]  # fmt: skip
 # One row per data set, at its experiment's own first glimpse (a test holds them to the configs).
 HEADLINE = {("mnist", 6, "uniform"), ("translated60", 8, "center"), ("cluttered60", 8, "center"),
-            ("cluttered100", 8, "uniform")}  # fmt: skip
+            ("cluttered100", 8, "center")}  # fmt: skip
 
 
 @dataclass
