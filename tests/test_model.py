@@ -6,6 +6,7 @@ import torch
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
 from ram_lightning.lit_module import build_net
+from ram_lightning.losses import REWARDS, reward_of
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
 TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
@@ -70,11 +71,12 @@ def test_first_location_and_random_glimpses() -> None:
     ],
 )
 @pytest.mark.parametrize("core", ["lstm", "rnn"])
-def test_gradient_routing(term: str, expected: set[str], core: str) -> None:
+@pytest.mark.parametrize("reward", REWARDS)
+def test_gradient_routing(term: str, expected: set[str], core: str, reward: str) -> None:
     torch.manual_seed(0)
     model = RecurrentAttention((1, 16, 16), core=core, std=0.2, **TINY)
     x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
-    getattr(hybrid_loss(model(x), y), term).backward()
+    getattr(hybrid_loss(model(x), y, reward=reward), term).backward()
     got = grads_by_part(model)
     assert {p for p, nonzero in got.items() if nonzero} == expected
 
@@ -138,6 +140,24 @@ def test_label_smoothing_softens_the_cross_entropy_only() -> None:
         RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), label_smoothing=1.0)
 
 
+def test_the_prob_reward_is_the_label_probability_and_changes_only_the_policy_terms() -> None:
+    model = RecurrentAttention((1, 16, 16), **TINY)
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    out = model(x, generator=torch.Generator().manual_seed(0))
+    correct, prob = hybrid_loss(out, y), hybrid_loss(out, y, reward="prob")
+    p_label = out.logits.softmax(-1).gather(1, y[:, None]).squeeze(1)
+    assert torch.allclose(reward_of(out.logits, y, "prob"), p_label)
+    assert prob.reward.item() == pytest.approx(p_label.mean().item())
+    assert correct.reward.item() == (out.logits.argmax(-1) == y).float().mean().item()
+    expected_baseline = (out.baseline - p_label[:, None]).pow(2).sum(1).mean()
+    assert prob.loss_baseline.item() == pytest.approx(expected_baseline.item(), rel=1e-5)
+    assert prob.loss_ce.item() == correct.loss_ce.item()
+    with pytest.raises(ValueError, match="reward must be one of"):
+        reward_of(out.logits, y, "accuracy")
+    with pytest.raises(ValueError, match="reward must be one of"):
+        RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), reward="accuracy")
+
+
 @pytest.mark.parametrize(
     "schedule, expected",
     [("exponential", [1.0, 0.5, 0.25, 0.2, 0.2]), ("cosine", [1.0, 0.6, 0.2, 0.2, 0.2])],
@@ -162,7 +182,8 @@ def corner_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     return x, y
 
 
-def test_locator_learns_to_look_at_the_informative_corner() -> None:
+@pytest.mark.parametrize("reward", REWARDS)
+def test_locator_learns_to_look_at_the_informative_corner(reward: str) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     tiny = dict(TINY, patch_size=6, num_scales=1, num_glimpses=2)
@@ -170,7 +191,7 @@ def test_locator_learns_to_look_at_the_informative_corner() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):
         x, y = corner_task(64, gen)
-        terms = hybrid_loss(model(x), y, reinforce_weight=1.0)
+        terms = hybrid_loss(model(x), y, reinforce_weight=1.0, reward=reward)
         opt.zero_grad()
         terms.loss.backward()
         opt.step()

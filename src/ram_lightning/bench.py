@@ -30,7 +30,6 @@ from .config import CONF_DIR
 from .data.canvas import clutter, translate
 from .errors import ConfigError
 from .lit_module import RAMLitModule
-from .losses import hybrid_loss
 from .paths import free_path
 from .retina import Retina
 
@@ -153,12 +152,11 @@ def train_step(lit: RAMLitModule, B: int, setting: str, bf16: bool, fused_adam: 
     else:
         opt = lit.configure_optimizers()["optimizer"]
     gen = torch.Generator(device=device).manual_seed(1)
-    hp = lit.hparams
 
     def step() -> None:
         with record_function("forward"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = lit(x, generator=gen)
-            terms = hybrid_loss(out, y, hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing)
+            terms = lit.loss(out, y)
         with record_function("backward"):
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
@@ -203,7 +201,7 @@ def flops_per_image(setting: str, core: str) -> dict[str, float]:
     lit, B = _lit(setting, core, False, torch.device("cpu")), 4
     x, y = _batch(setting, B, torch.device("cpu"))
     with FlopCounterMode(display=False) as total:
-        hybrid_loss(lit(x), y).loss.backward()
+        lit.loss(lit(x), y).loss.backward()
     side, g, k, T = EXPERIMENTS[setting]
     with FlopCounterMode(display=False) as retina:
         lit.net.retina(x, torch.zeros(B, 2))

@@ -11,7 +11,7 @@ from torchmetrics import ConfusionMatrix, MeanMetric
 
 from .baselines import ConvNet, FullyConnected
 from .errors import RAMError
-from .losses import hybrid_loss
+from .losses import REWARDS, LossTerms, hybrid_loss
 from .model import RAMOutput, RecurrentAttention
 from .seeding import generator_for
 
@@ -51,6 +51,7 @@ class RAMLitModule(pl.LightningModule):
         reinforce_weight: float = 1.0,
         baseline_weight: float = 1.0,
         label_smoothing: float = 0.0,
+        reward: str = "correct",
         policy_lr_scale: float = 1.0,
         seed: int = 0,
         compile: bool = False,
@@ -63,6 +64,8 @@ class RAMLitModule(pl.LightningModule):
             raise ValueError(f"policy_lr_scale must be > 0, got {policy_lr_scale}")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
@@ -99,8 +102,7 @@ class RAMLitModule(pl.LightningModule):
         B = x.shape[0]
         M = self.hparams.mc_train if stage == "train" else self.hparams.mc_eval
         out = self(x.repeat_interleave(M, 0), generator=self._generator(x, stage, batch_idx))  # M copies each
-        hp = self.hparams
-        terms = hybrid_loss(out, y.repeat_interleave(M), hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing)
+        terms = self.loss(out, y.repeat_interleave(M))
         if stage == "train" and not torch.isfinite(terms.loss):
             self._stop_on_non_finite(terms.as_dict())
         probs = out.logits.float().softmax(-1).view(B, M, -1)  # (B, M, classes)
@@ -120,6 +122,11 @@ class RAMLitModule(pl.LightningModule):
         logged = {f"{stage}/{k}": v.detach() for k, v in terms.as_dict().items()}
         self.log_dict(logged, on_step=on_step, on_epoch=True, batch_size=B * M, sync_dist=not on_step)
         return terms.loss
+
+    def loss(self, out: RAMOutput, y: torch.Tensor) -> LossTerms:
+        """The hybrid loss with this module's weights, label smoothing and reward."""
+        hp = self.hparams
+        return hybrid_loss(out, y, hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing, hp.reward)
 
     @property
     def has_policy(self) -> bool:

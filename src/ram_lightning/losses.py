@@ -14,10 +14,24 @@ class LossTerms:
     loss_ce: torch.Tensor
     loss_reinforce: torch.Tensor
     loss_baseline: torch.Tensor
-    reward: torch.Tensor  # mean reward R (the batch accuracy)
+    reward: torch.Tensor  # mean reward R (with reward="correct": the batch accuracy)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.__dict__)
+
+
+REWARDS = ("correct", "prob")
+
+
+def reward_of(logits: torch.Tensor, y: torch.Tensor, kind: str = "correct") -> torch.Tensor:
+    """(B,) return of each path, the same at every step: "correct" is 1 when the final guess is right (the
+    paper's); "prob" is the probability the classifier gives the label, a graded return whose gradient
+    still moves the policy on paths that are already right. Neither carries a gradient."""
+    if kind == "correct":
+        return (logits.argmax(-1) == y).float()
+    if kind == "prob":
+        return logits.detach().float().softmax(-1).gather(1, y[:, None]).squeeze(1)
+    raise ValueError(f"reward must be one of {REWARDS}, got {kind!r}")
 
 
 def hybrid_loss(
@@ -26,11 +40,12 @@ def hybrid_loss(
     reinforce_weight: float = 1.0,
     baseline_weight: float = 1.0,
     label_smoothing: float = 0.0,
+    reward: str = "correct",
 ) -> LossTerms:
     """Gradients: CE reaches glimpse, core and classifier; REINFORCE only the locator (its inputs are
     detached in the model); the MSE only the baseline. Per-step terms are summed over t. Label smoothing
     softens the CE target only: the reward stays whether the guess is right."""
-    R = (out.logits.argmax(-1) == y).float()  # (B,): 1 if the final guess is right; same return at every t
+    R = reward_of(out.logits, y, reward)  # (B,)
     advantage = R.unsqueeze(1) - out.baseline.detach()  # (B, T)
     loss_ce = F.cross_entropy(out.logits.float(), y, label_smoothing=label_smoothing)
     loss_reinforce = -(out.log_prob * advantage).sum(1).mean()

@@ -4,6 +4,7 @@ from omegaconf import DictConfig
 
 from .errors import ConfigError
 from .lit_module import LR_SCHEDULES, NETS
+from .losses import REWARDS
 from .model import FIRST_LOCATIONS
 from .modules import CORES
 
@@ -24,6 +25,8 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     smoothing = model.get("label_smoothing", 0.0)
     ok = isinstance(smoothing, (int, float)) and 0 <= smoothing < 1
     _require(ok, "model.label_smoothing", smoothing, "must be in [0, 1)")
+    reward = model.get("reward", "correct")
+    _require(reward in REWARDS, "model.reward", reward, f"choose one of {', '.join(REWARDS)}")
     _require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
              f"choose one of {', '.join(LR_SCHEDULES)}")  # fmt: skip
     dropout = net.get("dropout", 0.0)
