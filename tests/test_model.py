@@ -267,11 +267,26 @@ def test_monte_carlo_evaluation_logs_both_errors() -> None:
     }
     assert {k + "_epoch" for k in train_keys | {"train/err"}} <= set(trainer.callback_metrics)
     metrics = trainer.validate(lit, loader, verbose=False)[0]
-    assert {"val/err", "val/err_mc", "val/loss_ce", "val/reward"} <= set(metrics)
+    assert {"val/err", "val/err_mc", "val/err_per_path", "val/loss_ce", "val/reward"} <= set(metrics)
     assert 0 <= metrics["val/err_mc"] <= 100
     pred = trainer.predict(lit, loader)[0]
     assert pred["probs"].shape == (6, 10) and pred["locations"].shape == (6, 3, 2)
     torch.testing.assert_close(pred["probs"].sum(-1), torch.ones(6))
+
+
+def test_the_per_path_error_judges_each_sampled_path_alone() -> None:
+    x, y = torch.rand(12, 1, 16, 16), torch.randint(0, 10, (12,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
+    lit = RAMLitModule({"kind": "ram", **TINY, "std": 0.5}, (1, 16, 16), mc_eval=5)
+    tested = quiet_trainer().test(lit, loader, verbose=False)[0]
+    wrong = []
+    for i, (xb, yb) in enumerate(loader):  # the test step's own draws: M copies of each image, one generator
+        with torch.no_grad():
+            out = lit.eval()(xb.repeat_interleave(5, 0), generator=lit._generator(xb, "test", i))
+        wrong.append((out.logits.argmax(-1).view(6, 5) != yb[:, None]).float())
+    wrong = torch.cat(wrong)  # (12, 5): path j of image i right or wrong
+    assert tested["test/err_per_path"] == pytest.approx(100.0 * wrong.mean().item())
+    assert tested["test/err"] == pytest.approx(100.0 * wrong[:, 0].mean().item())  # one draw: the first path
 
 
 def test_the_policy_mean_error_is_its_own_pass_and_leaves_the_sampled_errors_alone(monkeypatch) -> None:

@@ -115,6 +115,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "first_location": module.net.first_location if module.has_policy else None,
         "test_err": metrics["test/err"],
         "test_err_mc": metrics["test/err_mc"],
+        "test_err_per_path": metrics["test/err_per_path"],  # test_err's expectation: each of the M paths alone
         "test_err_deterministic": metrics.get("test/err_deterministic"),  # None: the model has no policy
         # None on plain images (the digit is everywhere) and for models without a policy
         "policy_mean_on_digit": looked.get("policy_mean_on_digit"),

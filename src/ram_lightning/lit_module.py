@@ -76,7 +76,8 @@ class RAMLitModule(pl.LightningModule):
             {**locals(), "net": net, "in_shape": in_shape, "recipe": recipe}, ignore=["self", "__class__"]
         )
         self.net = build_net(net, in_shape, num_classes)
-        names = ["train_err", "val_err", "val_err_mc", "test_err", "test_err_mc", "test_err_deterministic"]
+        names = ["train_err", "test_err_deterministic"]
+        names += [f"{stage}_{kind}" for stage in ("val", "test") for kind in ("err", "err_mc", "err_per_path")]
         self.errors = torch.nn.ModuleDict({n: MeanMetric() for n in names})  # in percent
         self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
         self._compiled = torch.compile(self.net) if compile else None
@@ -114,6 +115,10 @@ class RAMLitModule(pl.LightningModule):
             err_mc = self.errors[f"{stage}_err_mc"]
             err_mc(100.0 * (pred_mc != y).float())
             self.log(f"{stage}/err_mc", err_mc, on_epoch=True, prog_bar=True)
+            # One path's error without the luck of one draw: each of the M paths judged alone, then averaged.
+            per_path = self.errors[f"{stage}_err_per_path"]
+            per_path(100.0 * (probs.argmax(-1) != y[:, None]).float().mean(1))
+            self.log(f"{stage}/err_per_path", per_path, on_epoch=True)
             if stage == "test":
                 self.test_confusion.update(pred_mc, y)
                 if self.has_policy:
