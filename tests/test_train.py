@@ -47,10 +47,24 @@ def test_train_writes_checkpoints_and_metrics_and_eval_reproduces_the_test_error
     assert report["test_err"] == pytest.approx(metrics["test/err"], abs=1e-6)
     assert report["test_err_mc"] == pytest.approx(metrics["test/err_mc"], abs=1e-6)
     assert report["test_err_deterministic"] == pytest.approx(metrics["test/err_deterministic"], abs=1e-6)
+    assert report["test_err_per_path"] == pytest.approx(metrics["test/err_per_path"], abs=1e-6)
     assert sum(map(sum, report["confusion_matrix"])) == 60
     assert report["policy_mean_on_digit"] is None  # plain 28x28: the digit is the whole image
     again = evaluate(eval_cfg)  # a second report never overwrites the first
     assert len(list(run.glob("eval_*.json"))) == 2 and again["test_err"] == report["test_err"]
+
+
+def test_the_prob_reward_and_a_per_path_ranking_come_from_the_config(train_cfg) -> None:
+    cfg = train_cfg("model.reward=prob", "callbacks.model_checkpoint.monitor=val/err_per_path", "trainer.max_epochs=2")
+    train(cfg)
+    last = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert last["hyper_parameters"]["reward"] == "prob"
+    (ranking,) = [v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint")]
+    assert ranking["monitor"] == "val/err_per_path"
+    rows = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("val/err_per_path")
+    scores = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert len(scores) == 2 and float(ranking["best_model_score"]) == pytest.approx(min(scores))
 
 
 def test_eval_samples_paths_at_another_std_or_start_when_asked(train_cfg, tmp_path) -> None:
