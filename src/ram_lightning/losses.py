@@ -44,7 +44,7 @@ def hybrid_loss(
 ) -> LossTerms:
     """Gradients: CE reaches glimpse, core and classifier; REINFORCE only the locator (its inputs are
     detached in the model); the MSE only the baseline. Per-step terms are summed over t. Label smoothing
-    softens the CE target only: the reward stays whether the guess is right."""
+    softens the CE target only; the return R (see reward_of) ignores it."""
     R = reward_of(out.logits, y, reward)  # (B,)
     advantage = R.unsqueeze(1) - out.baseline.detach()  # (B, T)
     loss_ce = F.cross_entropy(out.logits.float(), y, label_smoothing=label_smoothing)
