@@ -1,3 +1,4 @@
+import csv
 import json
 import re
 from pathlib import Path
@@ -61,9 +62,8 @@ def test_the_prob_reward_and_a_per_path_ranking_come_from_the_config(train_cfg) 
     assert last["hyper_parameters"]["reward"] == "prob"
     (ranking,) = [v for k, v in last["callbacks"].items() if k.startswith("RunCheckpoint")]
     assert ranking["monitor"] == "val/err_per_path"
-    rows = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()
-    col = rows[0].split(",").index("val/err_per_path")
-    scores = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        scores = [float(r["val/err_per_path"]) for r in csv.DictReader(f) if r["val/err_per_path"]]
     assert len(scores) == 2 and float(ranking["best_model_score"]) == pytest.approx(min(scores))
 
 
