@@ -70,27 +70,51 @@ def test_first_location_and_random_glimpses() -> None:
         ("loss_baseline", {"baseline"}),
     ],
 )
-@pytest.mark.parametrize("core", ["lstm", "rnn"])
+@pytest.mark.parametrize("core, locator_hidden", [("lstm", 0), ("rnn", 0), ("lstm", 8)])
 @pytest.mark.parametrize("reward", REWARDS)
-def test_gradient_routing(term: str, expected: set[str], core: str, reward: str) -> None:
+def test_gradient_routing(term: str, expected: set[str], core: str, locator_hidden: int, reward: str) -> None:
     torch.manual_seed(0)
-    model = RecurrentAttention((1, 16, 16), core=core, std=0.2, **TINY)
+    model = RecurrentAttention((1, 16, 16), core=core, std=0.2, locator_hidden=locator_hidden, **TINY)
     x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
     getattr(hybrid_loss(model(x), y, reward=reward), term).backward()
     got = grads_by_part(model)
     assert {p for p, nonzero in got.items() if nonzero} == expected
 
 
-def test_one_reinforce_step_changes_only_the_locator() -> None:
+@pytest.mark.parametrize("locator_hidden", [0, 8])
+def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int) -> None:
     torch.manual_seed(0)
-    lit = RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16))
+    lit = RAMLitModule({"kind": "ram", "locator_hidden": locator_hidden, **TINY}, (1, 16, 16), policy_lr_scale=3.0)
     before = {k: v.clone() for k, v in lit.net.state_dict().items()}
     opt = lit.configure_optimizers()["optimizer"]
     x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
     hybrid_loss(lit.net(x), y).loss_reinforce.backward()
     opt.step()
-    changed = {k.split(".")[0] for k, v in lit.net.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {"locator"}
+    changed = {k for k, v in lit.net.state_dict().items() if not torch.equal(v, before[k])}
+    assert {k.split(".")[0] for k in changed} == {"locator"}
+    # the hidden layer's output starts at zero, so its first step moves that layer alone
+    assert {k for k in changed if ".mlp." in k} == (
+        {"locator.mlp.2.weight", "locator.mlp.2.bias"} if locator_hidden else set()
+    )
+
+
+def test_a_hidden_locator_layer_starts_as_the_linear_locator() -> None:
+    torch.manual_seed(0)
+    linear = RecurrentAttention((1, 16, 16), **TINY)
+    deeper = RecurrentAttention((1, 16, 16), locator_hidden=8, **TINY)
+    missing = deeper.load_state_dict(linear.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == [
+        "locator.mlp.0.bias",
+        "locator.mlp.0.weight",
+        "locator.mlp.2.bias",
+        "locator.mlp.2.weight",
+    ]
+    x = torch.rand(4, 1, 16, 16)
+    a, b = linear(x, generator=torch.Generator().manual_seed(2)), deeper(x, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a.locations, b.locations)
+    torch.testing.assert_close(a.log_prob, b.log_prob)
+    with pytest.raises(ValueError, match="hidden_layer must be >= 0, got -1"):
+        RecurrentAttention((1, 16, 16), locator_hidden=-1, **TINY)
 
 
 def locator_step(lr: float = 1e-3, **hparams: float) -> tuple[dict[str, torch.Tensor], int]:
@@ -182,12 +206,14 @@ def corner_task(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     return x, y
 
 
-@pytest.mark.parametrize("reward", REWARDS)
-def test_locator_learns_to_look_at_the_informative_corner(reward: str) -> None:
+@pytest.mark.parametrize("reward, locator_hidden", [("correct", 0), ("prob", 0), ("correct", 16)])
+def test_locator_learns_to_look_at_the_informative_corner(reward: str, locator_hidden: int) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     tiny = dict(TINY, patch_size=6, num_scales=1, num_glimpses=2)
-    model = RecurrentAttention((1, 32, 32), num_classes=2, std=0.3, first_location="center", **tiny)
+    model = RecurrentAttention(
+        (1, 32, 32), num_classes=2, std=0.3, first_location="center", locator_hidden=locator_hidden, **tiny
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):
         x, y = corner_task(64, gen)

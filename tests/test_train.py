@@ -160,6 +160,29 @@ def test_init_from_refuses_another_network_and_resuming_at_once(train_cfg, tmp_p
         train(train_cfg(f"init_from={last}", f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'b'}"))
 
 
+def test_init_strict_false_starts_only_the_missing_weights_afresh(train_cfg, tmp_path) -> None:
+    first = train_cfg()
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    grown = [f"init_from={last}", "model.net.locator_hidden=8", "test=false", "+trainer.max_steps=1"]
+    with pytest.raises(RAMError, match=r"missing: net\.locator\.mlp.*or init_strict=false"):
+        train(train_cfg(*grown, f"paths.output_dir={tmp_path / 'a'}"))
+    train(train_cfg(*grown, "init_strict=false", f"paths.output_dir={tmp_path / 'b'}"))
+    theirs = read_checkpoint(last)["state_dict"]
+    after = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert {k for k in after if k not in theirs} == {
+        f"net.locator.mlp.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")
+    }
+    for k, v in theirs.items():  # one Adam step from the given weights
+        assert torch.allclose(after[k], v, atol=1e-2), k
+    with pytest.raises(RAMError, match="other shapes"):  # init_strict=false never hides a different network
+        train(
+            train_cfg(
+                f"init_from={last}", "model.net.hidden=24", "init_strict=false", f"paths.output_dir={tmp_path / 'c'}"
+            )
+        )
+
+
 def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:
     cfg = train_cfg("test=false", "logger=none")  # no loggers: the learning-rate monitor is left out
     train(cfg)
@@ -242,6 +265,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.label_smoothing=1", "model.label_smoothing=1 is not allowed: must be in [0, 1)"),
         ("model.reward=accuracy", "model.reward='accuracy' is not allowed: choose one of correct, prob"),
         ("model.net.dropout=-0.1", "model.net.dropout=-0.1 is not allowed: must be in [0, 1)"),
+        ("model.net.locator_hidden=-4", "model.net.locator_hidden=-4 is not allowed: must be an integer >= 0"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),

@@ -53,13 +53,16 @@ def load_module(path: str | Path) -> RAMLitModule:
     return module.eval()
 
 
-def load_weights(module: RAMLitModule, path: str | Path) -> None:
+def load_weights(module: RAMLitModule, path: str | Path, strict: bool = True) -> list[str]:
     """Copy the weights of the checkpoint at ``path`` into ``module`` (fine-tuning: the optimiser, the
-    schedule and the epoch count start afresh). The two networks must have the same shapes."""
+    schedule and the epoch count start afresh). The two networks must have the same shapes; with
+    ``strict=False`` the module may have weights the checkpoint lacks, which keep their initialisation.
+    Returns the names of those."""
     ckpt = read_checkpoint(path, key="init_from")
     theirs, ours = ckpt["state_dict"], module.state_dict()
+    missing = sorted(ours.keys() - theirs.keys())
     problems = {
-        "missing": sorted(ours.keys() - theirs.keys()),
+        "missing": missing if strict else [],
         "not in this model": sorted(theirs.keys() - ours.keys()),
         "other shapes (checkpoint vs config)": [
             f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
@@ -69,11 +72,14 @@ def load_weights(module: RAMLitModule, path: str | Path) -> None:
     if any(problems.values()):
         found = "; ".join(f"{what}: {', '.join(keys[:3])}" for what, keys in problems.items() if keys)
         net = ckpt["hyper_parameters"].get("net", {})
+        only_missing = problems["missing"] and not any(problems[k] for k in problems if k != "missing")
+        or_partial = ", or init_strict=false to start the weights it lacks afresh" if only_missing else ""
         raise CheckpointError(
             f"init_from={path} does not fit the configured network ({found}); its network was "
-            f"{net}: set the same model.net.* options"
+            f"{net}: set the same model.net.* options{or_partial}"
         )
-    module.load_state_dict(theirs)
+    module.load_state_dict(theirs, strict=False)
+    return missing
 
 
 SHIPPED_KEYS = ("state_dict", "hyper_parameters", FORMAT_KEY, "epoch", "global_step", "pytorch-lightning_version")

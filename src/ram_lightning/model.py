@@ -42,6 +42,7 @@ class RecurrentAttention(nn.Module):
         pixel_mean: float = 0.0,
         pixel_std: float = 1.0,
         dropout: float = 0.0,
+        locator_hidden: int = 0,
     ) -> None:
         super().__init__()
         if num_glimpses < 1:
@@ -62,7 +63,7 @@ class RecurrentAttention(nn.Module):
             num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std
         )
         self.core = Core(core, glimpse_dim, hidden)
-        self.locator = Locator(hidden, std)
+        self.locator = Locator(hidden, std, locator_hidden)
         self.baseline = nn.Linear(hidden, 1)
         self.classifier = nn.Linear(hidden, num_classes)
 

@@ -62,13 +62,24 @@ class Core(nn.Module):
 
 
 class Locator(nn.Module):
-    """pi(l | h): a 2-D Gaussian with mean tanh(Lin(h)) and a fixed std."""
+    """pi(l | h): a 2-D Gaussian with mean tanh(Lin(h)) and a fixed std.
 
-    def __init__(self, hidden: int, std: float) -> None:
+    ``hidden_layer`` > 0 adds a ReLU layer of that width beside the linear map: mean tanh(Lin(h) + MLP(h)).
+    Its output layer starts at zero, so a locator loaded from a linear one starts out choosing the same means.
+    """
+
+    def __init__(self, hidden: int, std: float, hidden_layer: int = 0) -> None:
         super().__init__()
         if std <= 0:
             raise ValueError(f"location std must be > 0, got {std}")
+        if hidden_layer < 0:
+            raise ValueError(f"locator hidden_layer must be >= 0, got {hidden_layer}")
         self.fc = nn.Linear(hidden, 2)
+        self.mlp = None
+        if hidden_layer:
+            self.mlp = nn.Sequential(nn.Linear(hidden, hidden_layer), nn.ReLU(), nn.Linear(hidden_layer, 2))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
         self.std = std
 
     def forward(self, h: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +87,9 @@ class Locator(nn.Module):
 
         ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean.
         """
-        mu = torch.tanh(self.fc(h.detach()))  # REINFORCE trains the locator only, never the core
+        h = h.detach()  # REINFORCE trains the locator only, never the core
+        z = self.fc(h) if self.mlp is None else self.fc(h) + self.mlp(h)  # (B, 2)
+        mu = torch.tanh(z)
         l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
         return mu, l
 

@@ -86,7 +86,9 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
     )
     if init_from is not None:
-        load_weights(model, init_from)
+        fresh = load_weights(model, init_from, strict=cfg.get("init_strict", True))
+        if fresh:
+            log.info("weights not in %s, left at their initialisation: %s", init_from, ", ".join(fresh))
     loggers, callbacks = _instantiate_all(cfg.get("logger")), _instantiate_all(cfg.get("callbacks"))
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger, and Lightning refuses it
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
