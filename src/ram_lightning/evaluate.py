@@ -1,4 +1,8 @@
-"""`python -m ram_lightning eval ckpt_path=PATH`: test a checkpoint with M=1 and M=mc_eval, write a report."""
+"""`python -m ram_lightning eval ckpt_path=PATH`: test a checkpoint with M=1 and M=mc_eval, write a report.
+
+`split=val` measures the validation set instead, as training did: for choosing between checkpoints
+without looking at the test set.
+"""
 
 import inspect
 import json
@@ -20,6 +24,8 @@ from .lit_module import RAMLitModule
 from .model import FIRST_LOCATIONS
 from .paths import free_path
 from .train import epoch_metrics, format_metrics
+
+SPLITS = ("test", "val")
 
 
 def datamodule_from_recipe(recipe: dict, data_dir: str, **overrides: object) -> RAMDataModule:
@@ -76,7 +82,11 @@ def _report_path(cfg: DictConfig) -> Path:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate the checkpoint on its test set (or cfg.data's); return and write the report."""
+    """Evaluate the checkpoint on its test set (or cfg.data's; its validation set with split=val); return and
+    write the report. Its figures are named after the split: test_err, or val_err, and so on."""
+    split = cfg.get("split", "test")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split} is not allowed: choose one of {', '.join(SPLITS)}")
     module = load_module(cfg.ckpt_path)
     if cfg.mc_eval is not None:
         if int(cfg.mc_eval) < 1:
@@ -101,11 +111,12 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
-    placed = module.has_policy and dm.variant != "plain"  # where the digit lies is known
+    test = split == "test"  # the policy-mean path, where it looked and the confusion matrix: test only
+    placed = test and module.has_policy and dm.variant != "plain"  # where the digit lies is known
     module.policy_mean_paths = [] if placed else None
     start = time.perf_counter()
-    trainer.test(module, datamodule=dm, verbose=False)
-    metrics = epoch_metrics(trainer, "test/")
+    (trainer.test if test else trainer.validate)(module, datamodule=dm, verbose=False)
+    metrics = epoch_metrics(trainer, f"{split}/")
     looked = _where_it_looked(module, dm) if placed else {}
     report = {
         "ckpt_path": str(cfg.ckpt_path),
@@ -113,15 +124,16 @@ def evaluate(cfg: DictConfig) -> dict:
         "mc_eval": module.hparams.mc_eval,
         "std": module.net.locator.std if module.has_policy else None,
         "first_location": module.net.first_location if module.has_policy else None,
-        "test_err": metrics["test/err"],
-        "test_err_mc": metrics["test/err_mc"],
-        "test_err_per_path": metrics["test/err_per_path"],  # test_err's expectation: each of the M paths alone
-        "test_err_deterministic": metrics.get("test/err_deterministic"),  # None: the model has no policy
+        "split": split,
+        f"{split}_err": metrics[f"{split}/err"],
+        f"{split}_err_mc": metrics[f"{split}/err_mc"],
+        f"{split}_err_per_path": metrics[f"{split}/err_per_path"],  # err's expectation: each of the M paths alone
+        f"{split}_err_deterministic": metrics.get(f"{split}/err_deterministic"),  # None: no policy, or val
         # None on plain images (the digit is everywhere) and for models without a policy
         "policy_mean_on_digit": looked.get("policy_mean_on_digit"),
         "policy_mean_errors_off_digit": looked.get("policy_mean_errors_off_digit"),
         "metrics": metrics,
-        "confusion_matrix": module.test_confusion.compute().tolist(),  # rows: true class, cols: predicted
+        "confusion_matrix": module.test_confusion.compute().tolist() if test else None,  # rows: true, cols: predicted
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(trainer.strategy.root_device),
         "torch": torch.__version__,
@@ -136,7 +148,8 @@ def evaluate(cfg: DictConfig) -> dict:
         if looked
         else ""
     )
-    print(f"\n{cfg.ckpt_path} on {dm.name} test set:\n{format_metrics(metrics)}\n{where}report: {path}")
+    which = "test" if test else "validation"
+    print(f"\n{cfg.ckpt_path} on {dm.name} {which} set:\n{format_metrics(metrics)}\n{where}report: {path}")
     return report
 
 
