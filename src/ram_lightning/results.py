@@ -181,7 +181,9 @@ def report(root: Path, quick: bool) -> str:
         "over the runs); they show that the pipeline runs end to end, not the paper's final numbers."
         if quick
         else "Every number in our columns comes from a finished run below `outputs/results/` (test error in %, "
-        "the checkpoint with the best `val/err_mc`). M=1 samples one glimpse path, M=10 averages the softmax of 10; "
+        "the checkpoint with the best `val/err_mc` within a run; where several runs fill a headline row, the one whose "
+        "checkpoint has the lowest one-path validation error, `val_err_per_path` of `eval split=val`). "
+        "M=1 samples one glimpse path, M=10 averages the softmax of 10; "
         "policy mean follows the mean of the location policy after the first glimpse (none for models "
         "without one). Rows marked short schedule "
         "(runs tagged `short`) trained at a cheaper setting than their experiment's config: their command says which. "
