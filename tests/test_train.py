@@ -192,6 +192,8 @@ def test_init_strict_false_starts_only_the_missing_weights_afresh(train_cfg, tmp
     }
     for k, v in theirs.items():  # one Adam step from the given weights
         assert torch.allclose(after[k], v, atol=1e-2), k
+    with pytest.raises(RAMError, match="init_strict='maybe' is not allowed: choose true or false"):
+        train(train_cfg(*grown, "init_strict=maybe", f"paths.output_dir={tmp_path / 'd'}"))
     with pytest.raises(RAMError, match="other shapes"):  # init_strict=false never hides a different network
         train(
             train_cfg(
@@ -283,6 +285,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.reward=accuracy", "model.reward='accuracy' is not allowed: choose one of correct, prob"),
         ("model.net.dropout=-0.1", "model.net.dropout=-0.1 is not allowed: must be in [0, 1)"),
         ("model.net.locator_hidden=-4", "model.net.locator_hidden=-4 is not allowed: must be an integer >= 0"),
+        ("model.net.locator_hidden=true", "model.net.locator_hidden=True is not allowed: must be an integer >= 0"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),

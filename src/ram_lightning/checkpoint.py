@@ -72,7 +72,7 @@ def load_weights(module: RAMLitModule, path: str | Path, strict: bool = True) ->
     if any(problems.values()):
         found = "; ".join(f"{what}: {', '.join(keys[:3])}" for what, keys in problems.items() if keys)
         net = ckpt["hyper_parameters"].get("net", {})
-        only_missing = problems["missing"] and not any(problems[k] for k in problems if k != "missing")
+        only_missing = bool(problems["missing"]) and not any(problems[k] for k in problems if k != "missing")
         or_partial = ", or init_strict=false to start the weights it lacks afresh" if only_missing else ""
         raise CheckpointError(
             f"init_from={path} does not fit the configured network ({found}); its network was "

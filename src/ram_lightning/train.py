@@ -86,7 +86,10 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
     )
     if init_from is not None:
-        fresh = load_weights(model, init_from, strict=cfg.get("init_strict", True))
+        strict = cfg.get("init_strict", True)
+        if not isinstance(strict, bool):
+            raise RAMError(f"init_strict={strict!r} is not allowed: choose true or false")
+        fresh = load_weights(model, init_from, strict=strict)
         if fresh:
             log.info("weights not in %s, left at their initialisation: %s", init_from, ", ".join(fresh))
     loggers, callbacks = _instantiate_all(cfg.get("logger")), _instantiate_all(cfg.get("callbacks"))

@@ -42,7 +42,8 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     _require(int(net.patch_size) >= 1, "model.net.patch_size", net.patch_size, "must be >= 1")
     _require(float(net.std) > 0, "model.net.std", net.std, "the location std must be > 0")
     width = net.get("locator_hidden", 0)
-    _require(isinstance(width, int) and width >= 0, "model.net.locator_hidden", width, "must be an integer >= 0")
+    ok = isinstance(width, int) and not isinstance(width, bool) and width >= 0
+    _require(ok, "model.net.locator_hidden", width, "must be an integer >= 0")
     largest = int(net.patch_size) * 2 ** (int(net.num_scales) - 1)
     _require(
         largest <= 2 * max(canvas),
