@@ -88,7 +88,9 @@ class Locator(nn.Module):
         ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean.
         """
         h = h.detach()  # REINFORCE trains the locator only, never the core
-        z = self.fc(h) if self.mlp is None else self.fc(h) + self.mlp(h)  # (B, 2)
+        z = self.fc(h)  # (B, 2)
+        if self.mlp is not None:
+            z = z + self.mlp(h)
         mu = torch.tanh(z)
         l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
         return mu, l

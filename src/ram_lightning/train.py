@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from .checkpoint import load_weights, read_checkpoint
 from .cli import build, run_reporting_errors
 from .config import CONF_DIR
-from .errors import RAMError
+from .errors import ConfigError, RAMError
 from .validate import validate_model
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     if init_from is not None:
         strict = cfg.get("init_strict", True)
         if not isinstance(strict, bool):
-            raise RAMError(f"init_strict={strict!r} is not allowed: choose true or false")
+            raise ConfigError(f"init_strict={strict!r} is not allowed: choose true or false")
         fresh = load_weights(model, init_from, strict=strict)
         if fresh:
             log.info("weights not in %s, left at their initialisation: %s", init_from, ", ".join(fresh))
