@@ -19,8 +19,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from .checkpoint import load_weights, read_checkpoint
 from .cli import build, run_reporting_errors
 from .config import CONF_DIR
-from .errors import ConfigError, RAMError
-from .validate import validate_model
+from .errors import RAMError
+from .validate import require, validate_model
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         torch.set_num_threads(int(cfg.threads))
     dm = build(cfg.data)
     validate_model(cfg.model, dm.image_shape[1:])
-    init_from = cfg.get("init_from")
+    init_from, strict = cfg.get("init_from"), cfg.get("init_strict", True)
+    require(isinstance(strict, bool), "init_strict", strict, "choose true or false")
     if cfg.ckpt_path is not None and init_from is not None:
         raise RAMError("set ckpt_path= (resume a run) or init_from= (start from its weights), not both")
     if cfg.ckpt_path is not None:
@@ -86,9 +87,6 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         cfg.model, in_shape=dm.image_shape, num_classes=dm.num_classes, seed=cfg.seed, recipe=recipe, _convert_="all"
     )
     if init_from is not None:
-        strict = cfg.get("init_strict", True)
-        if not isinstance(strict, bool):
-            raise ConfigError(f"init_strict={strict!r} is not allowed: choose true or false")
         fresh = load_weights(model, init_from, strict=strict)
         if fresh:
             log.info("weights not in %s, left at their initialisation: %s", init_from, ", ".join(fresh))

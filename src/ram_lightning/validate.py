@@ -9,7 +9,8 @@ from .model import FIRST_LOCATIONS
 from .modules import CORES
 
 
-def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+def require(ok: bool, key: str, value: object, allowed: str) -> None:
+    """Raise a ConfigError naming ``key``, its ``value`` and what is ``allowed``, unless ``ok``."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
@@ -17,35 +18,35 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
 def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     """``model`` is the composed `model` group; ``canvas`` the input's (H, W)."""
     net = model.net
-    _require(net.kind in NETS, "model.net.kind", net.kind, f"choose one of {', '.join(NETS)}")
+    require(net.kind in NETS, "model.net.kind", net.kind, f"choose one of {', '.join(NETS)}")
     for key in ("mc_train", "mc_eval"):
-        _require(int(model[key]) >= 1, f"model.{key}", model[key], "must be >= 1")
-    _require(float(model.lr) > 0, "model.lr", model.lr, "must be > 0")
-    _require(float(model.policy_lr_scale) > 0, "model.policy_lr_scale", model.policy_lr_scale, "must be > 0")
+        require(int(model[key]) >= 1, f"model.{key}", model[key], "must be >= 1")
+    require(float(model.lr) > 0, "model.lr", model.lr, "must be > 0")
+    require(float(model.policy_lr_scale) > 0, "model.policy_lr_scale", model.policy_lr_scale, "must be > 0")
     smoothing = model.get("label_smoothing", 0.0)
     ok = isinstance(smoothing, (int, float)) and 0 <= smoothing < 1
-    _require(ok, "model.label_smoothing", smoothing, "must be in [0, 1)")
+    require(ok, "model.label_smoothing", smoothing, "must be in [0, 1)")
     reward = model.get("reward", "correct")
-    _require(reward in REWARDS, "model.reward", reward, f"choose one of {', '.join(REWARDS)}")
-    _require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
+    require(reward in REWARDS, "model.reward", reward, f"choose one of {', '.join(REWARDS)}")
+    require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
              f"choose one of {', '.join(LR_SCHEDULES)}")  # fmt: skip
     dropout = net.get("dropout", 0.0)
     ok = isinstance(dropout, (int, float)) and 0 <= dropout < 1  # text from the command line is refused too
-    _require(ok, "model.net.dropout", dropout, "must be in [0, 1)")
+    require(ok, "model.net.dropout", dropout, "must be in [0, 1)")
     if net.kind != "ram":
         return
-    _require(net.core in CORES, "model.net.core", net.core, f"choose one of {', '.join(CORES)}")
-    _require(net.first_location in FIRST_LOCATIONS, "model.net.first_location", net.first_location,
+    require(net.core in CORES, "model.net.core", net.core, f"choose one of {', '.join(CORES)}")
+    require(net.first_location in FIRST_LOCATIONS, "model.net.first_location", net.first_location,
              f"choose one of {', '.join(FIRST_LOCATIONS)}")  # fmt: skip
-    _require(int(net.num_glimpses) >= 1, "model.net.num_glimpses", net.num_glimpses, "must be >= 1")
-    _require(int(net.num_scales) >= 1, "model.net.num_scales", net.num_scales, "must be >= 1")
-    _require(int(net.patch_size) >= 1, "model.net.patch_size", net.patch_size, "must be >= 1")
-    _require(float(net.std) > 0, "model.net.std", net.std, "the location std must be > 0")
+    require(int(net.num_glimpses) >= 1, "model.net.num_glimpses", net.num_glimpses, "must be >= 1")
+    require(int(net.num_scales) >= 1, "model.net.num_scales", net.num_scales, "must be >= 1")
+    require(int(net.patch_size) >= 1, "model.net.patch_size", net.patch_size, "must be >= 1")
+    require(float(net.std) > 0, "model.net.std", net.std, "the location std must be > 0")
     width = net.get("locator_hidden", 0)
     ok = isinstance(width, int) and not isinstance(width, bool) and width >= 0
-    _require(ok, "model.net.locator_hidden", width, "must be an integer >= 0")
+    require(ok, "model.net.locator_hidden", width, "must be an integer >= 0")
     largest = int(net.patch_size) * 2 ** (int(net.num_scales) - 1)
-    _require(
+    require(
         largest <= 2 * max(canvas),
         "model.net.patch_size",
         net.patch_size,
