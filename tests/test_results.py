@@ -68,6 +68,14 @@ def test_a_fine_tuned_run_says_so(tmp_path: Path) -> None:
     assert "python -m ram_lightning train experiment=cluttered60 init_from=checkpoints/resume/base.ckpt" in full
 
 
+def test_a_resumed_run_says_so_and_shows_no_wall_time(tmp_path: Path) -> None:
+    overrides = ["experiment=cluttered60", "ckpt_path=checkpoints/resume/stopped.ckpt"]
+    fake_run(tmp_path / "resumed", overrides, 8, 2.5, [], err_deterministic=4.0)
+    full = report(tmp_path, quick=False)
+    row = "| 7 | resumed run | cpu | 4.04 | 2.63 (tfRAM) | resumed from a stopped run's checkpoint (see its command); "
+    assert row + "beats the paper; beats the best public with M=10 only |" in full
+
+
 def test_a_centred_first_glimpse_fills_its_own_row(tmp_path: Path) -> None:
     fake_run(tmp_path / "uniform", ["experiment=cluttered60"], 8, 2.7, [], err_deterministic=5.0)
     centred = ["experiment=cluttered60", "model.net.first_location=center"]

@@ -158,6 +158,7 @@ def table(runs: list[Run], quick: bool) -> str:
             "short schedule" if run is not None and run.short and not quick else "",
             # a fine-tuned run's epochs and time add to the earlier run's
             "fine-tuned from an earlier run's weights (see its command)" if run and "init_from=" in run.command else "",
+            "resumed from a stopped run's checkpoint (see its command)" if resumed else "",
             _status(row, m),
         ]
         status = "; ".join(filter(None, notes))
