@@ -6,7 +6,7 @@ import torch
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
 from ram_lightning.lit_module import build_net
-from ram_lightning.losses import REWARDS, reward_of
+from ram_lightning.losses import REWARDS, distillation, reward_of
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
 TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
@@ -128,6 +128,25 @@ def locator_step(lr: float = 1e-3, **hparams: float) -> tuple[dict[str, torch.Te
     hybrid_loss(lit.net(x, generator=torch.Generator().manual_seed(1)), y, lit.hparams.reinforce_weight).loss.backward()
     opt.step()
     return {k: v - before[k] for k, v in lit.net.state_dict().items()}, len(opt.param_groups)
+
+
+def test_distillation_pulls_each_path_towards_the_mean_of_its_copies() -> None:
+    torch.manual_seed(0)
+    model = RecurrentAttention((1, 16, 16), std=0.3, **TINY)
+    x, y = torch.rand(4, 1, 16, 16).repeat_interleave(3, 0), torch.randint(0, 10, (4,)).repeat_interleave(3)
+    out = model(x, generator=torch.Generator().manual_seed(0))  # three paths through each image
+    plain, distilled = hybrid_loss(out, y), hybrid_loss(out, y, copies=3, distill_weight=0.5)
+    log_p = out.logits.log_softmax(-1).view(4, 3, 10)
+    teacher = log_p.exp().mean(1, keepdim=True)
+    kl = (teacher * (teacher.log() - log_p)).sum(-1).mean()
+    assert kl > 0 and distilled.loss_distill.item() == pytest.approx(kl.item(), rel=1e-5)
+    assert plain.loss_distill.item() == 0  # one copy per image: nothing to distil
+    assert distilled.loss.item() == pytest.approx(plain.loss.item() + 0.5 * kl.item(), rel=1e-5)
+    assert distillation(torch.randn(4, 10).repeat_interleave(3, 0), 3).item() == pytest.approx(0, abs=1e-6)
+    distilled.loss_distill.backward()  # the teacher is detached; the policy learns from the reward alone
+    assert {p for p, nonzero in grads_by_part(model).items() if nonzero} == {"glimpse", "core", "classifier"}
+    with pytest.raises(ValueError, match="distill_weight must be >= 0, and > 0 only with mc_train >= 2"):
+        RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), distill_weight=1.0)
 
 
 def test_the_reinforce_weight_does_not_change_an_adam_step_of_the_policy() -> None:
@@ -289,6 +308,7 @@ def test_monte_carlo_evaluation_logs_both_errors() -> None:
         "train/loss_ce",
         "train/loss_reinforce",
         "train/loss_baseline",
+        "train/loss_distill",
         "train/reward",
     }
     assert {k + "_epoch" for k in train_keys | {"train/err"}} <= set(trainer.callback_metrics)

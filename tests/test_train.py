@@ -282,6 +282,10 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.first_location=corner", "model.net.first_location='corner'"),
         ("model.policy_lr_scale=0", "model.policy_lr_scale=0"),
         ("model.label_smoothing=1", "model.label_smoothing=1 is not allowed: must be in [0, 1)"),
+        (
+            "model.distill_weight=1",
+            "model.distill_weight=1 is not allowed: must be >= 0, and > 0 only with model.mc_train >= 2",
+        ),
         ("model.reward=accuracy", "model.reward='accuracy' is not allowed: choose one of correct, prob"),
         ("model.net.dropout=-0.1", "model.net.dropout=-0.1 is not allowed: must be in [0, 1)"),
         ("model.net.locator_hidden=-4", "model.net.locator_hidden=-4 is not allowed: must be an integer >= 0"),

@@ -52,6 +52,7 @@ class RAMLitModule(pl.LightningModule):
         baseline_weight: float = 1.0,
         label_smoothing: float = 0.0,
         reward: str = "correct",
+        distill_weight: float = 0.0,
         policy_lr_scale: float = 1.0,
         seed: int = 0,
         compile: bool = False,
@@ -66,6 +67,8 @@ class RAMLitModule(pl.LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if distill_weight < 0 or (distill_weight > 0 and mc_train < 2):
+            raise ValueError(f"distill_weight must be >= 0, and > 0 only with mc_train >= 2; got {distill_weight}")
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
@@ -103,7 +106,7 @@ class RAMLitModule(pl.LightningModule):
         B = x.shape[0]
         M = self.hparams.mc_train if stage == "train" else self.hparams.mc_eval
         out = self(x.repeat_interleave(M, 0), generator=self._generator(x, stage, batch_idx))  # M copies each
-        terms = self.loss(out, y.repeat_interleave(M))
+        terms = self.loss(out, y.repeat_interleave(M), M)
         if stage == "train" and not torch.isfinite(terms.loss):
             self._stop_on_non_finite(terms.as_dict())
         probs = out.logits.float().softmax(-1).view(B, M, -1)  # (B, M, classes)
@@ -128,10 +131,12 @@ class RAMLitModule(pl.LightningModule):
         self.log_dict(logged, on_step=on_step, on_epoch=True, batch_size=B * M, sync_dist=not on_step)
         return terms.loss
 
-    def loss(self, out: RAMOutput, y: torch.Tensor) -> LossTerms:
-        """The hybrid loss with this module's weights, label smoothing and reward."""
+    def loss(self, out: RAMOutput, y: torch.Tensor, copies: int = 1) -> LossTerms:
+        """The hybrid loss with this module's weights, label smoothing, reward and distillation."""
         hp = self.hparams
-        return hybrid_loss(out, y, hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing, hp.reward)
+        return hybrid_loss(
+            out, y, hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing, hp.reward, copies, hp.distill_weight
+        )
 
     @property
     def has_policy(self) -> bool:

@@ -14,6 +14,7 @@ class LossTerms:
     loss_ce: torch.Tensor
     loss_reinforce: torch.Tensor
     loss_baseline: torch.Tensor
+    loss_distill: torch.Tensor
     reward: torch.Tensor  # mean reward R (with reward="correct": the batch accuracy)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
@@ -41,14 +42,28 @@ def hybrid_loss(
     baseline_weight: float = 1.0,
     label_smoothing: float = 0.0,
     reward: str = "correct",
+    copies: int = 1,
+    distill_weight: float = 0.0,
 ) -> LossTerms:
     """Gradients: CE reaches glimpse, core and classifier; REINFORCE only the locator (its inputs are
     detached in the model); the MSE only the baseline. Per-step terms are summed over t. Label smoothing
-    softens the CE target only; the return R (see reward_of) ignores it."""
+    softens the CE target only; the return R (see reward_of) ignores it. With ``copies`` consecutive rows
+    per image, the distillation term pulls each path's class distribution towards their mean."""
     R = reward_of(out.logits, y, reward)  # (B,)
     advantage = R.unsqueeze(1) - out.baseline.detach()  # (B, T)
     loss_ce = F.cross_entropy(out.logits.float(), y, label_smoothing=label_smoothing)
     loss_reinforce = -(out.log_prob * advantage).sum(1).mean()
     loss_baseline = (out.baseline - R.unsqueeze(1)).pow(2).sum(1).mean()
+    loss_distill = distillation(out.logits, copies)
     loss = loss_ce + reinforce_weight * loss_reinforce + baseline_weight * loss_baseline
-    return LossTerms(loss, loss_ce, loss_reinforce, loss_baseline, R.mean())
+    loss = loss + distill_weight * loss_distill
+    return LossTerms(loss, loss_ce, loss_reinforce, loss_baseline, loss_distill, R.mean())
+
+
+def distillation(logits: torch.Tensor, copies: int) -> torch.Tensor:
+    """Mean KL(teacher || path) where the teacher is the mean class distribution of an image's ``copies``
+    paths (consecutive rows), detached: the many-path answer that one path is taught to give alone.
+    Zero, with zero gradient, for one copy."""
+    log_p = logits.float().log_softmax(-1).view(-1, copies, logits.shape[-1])  # (B, M, classes)
+    teacher = log_p.exp().mean(1, keepdim=True).detach()  # (B, 1, classes)
+    return (teacher * (teacher.clamp_min(1e-12).log() - log_p)).sum(-1).mean()

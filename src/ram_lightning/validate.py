@@ -26,6 +26,9 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     smoothing = model.get("label_smoothing", 0.0)
     ok = isinstance(smoothing, (int, float)) and 0 <= smoothing < 1
     require(ok, "model.label_smoothing", smoothing, "must be in [0, 1)")
+    distill = model.get("distill_weight", 0.0)
+    ok = isinstance(distill, (int, float)) and distill >= 0 and (distill == 0 or int(model.mc_train) >= 2)
+    require(ok, "model.distill_weight", distill, "must be >= 0, and > 0 only with model.mc_train >= 2")
     reward = model.get("reward", "correct")
     require(reward in REWARDS, "model.reward", reward, f"choose one of {', '.join(REWARDS)}")
     require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
