@@ -84,11 +84,14 @@ def quiet_trainer(**kwargs: object) -> pl.Trainer:
 
 
 class StopAtStep(pl.Callback):
-    """Stop training as SIGTERM would, after the optimiser step that reaches ``step``."""
+    """Stop training after the optimiser step that reaches ``step``, as SIGTERM would or, with
+    ``timer=True``, as ``trainer.max_time`` does (the epoch ends early and the fit returns)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, timer: bool = False) -> None:
+        self.step, self.timer = step, timer
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.timer:
+            trainer.should_stop = True
+        elif trainer.global_step == self.step:
             trainer._signal_connector.received_sigterm = True

@@ -141,6 +141,21 @@ def test_a_run_resumed_mid_epoch_ends_exactly_like_an_uninterrupted_one(train_cf
     assert (stopped / "checkpoints" / "epoch_000.ckpt").is_file() and interrupted.is_file()  # nothing deleted
 
 
+def test_a_run_cut_by_its_time_limit_resumes_inside_the_cut_epoch(train_cfg, tmp_path: Path) -> None:
+    common = ["experiment=cluttered60", "data.canvas=36", "model.net.patch_size=6", "model.net.num_glimpses=3",
+              "trainer.max_epochs=2"]  # fmt: skip
+    straight = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}"))
+    stopped = tmp_path / "stopped"
+    train(train_cfg(*common, f"paths.output_dir={stopped}", "+callbacks.stop._target_=conftest.StopAtStep",
+                    "+callbacks.stop.step=12", "+callbacks.stop.timer=true"))  # fmt: skip  # epoch 1, batch 4 of 9
+    last = stopped / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["global_step"] == 12
+    resumed = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"))
+    assert resumed["epochs"] == straight["epochs"]
+    for key in ("val/err", "val/err_mc", "val/loss", "test/err", "test/loss"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+
+
 def test_a_slim_checkpoint_loads_alike_and_is_never_written_twice(tmp_path: Path) -> None:
     full = tiny_checkpoint(tmp_path / "full.ckpt")
     slim = slim_checkpoint(full, tmp_path / "ship" / "slim.ckpt")

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import ConfusionMatrix, MeanMetric
 
 from .baselines import ConvNet, FullyConnected
+from .data.datamodule import keys_order_by_step, reopen_cut_epoch
 from .errors import RAMError
 from .losses import REWARDS, LossTerms, hybrid_loss
 from .model import RAMOutput, RecurrentAttention
@@ -183,6 +184,10 @@ class RAMLitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[FORMAT_KEY] = FORMAT_VERSION
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None and keys_order_by_step(self._trainer):
+            reopen_cut_epoch(checkpoint)  # a time limit's stop resumes inside its epoch, as the batch order does
 
     def _lr_factor(self, epoch: int) -> float:
         """lr(epoch) / lr: x lr_decay per epoch, or a half cosine over trainer.max_epochs; never below lr_min."""

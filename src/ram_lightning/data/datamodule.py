@@ -10,6 +10,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -75,6 +76,29 @@ class StepBatchSampler(Sampler[list[int]]):
         order = torch.randperm(self.n, generator=generator_for("cpu", self.seed, "train-order", epoch))
         for b in range(start, len(self)):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+
+
+def keys_order_by_step(trainer: pl.Trainer) -> bool:
+    """Whether training batches come from StepBatchSampler: one process, no gradient accumulation."""
+    return trainer.world_size == 1 and trainer.accumulate_grad_batches == 1
+
+
+def reopen_cut_epoch(checkpoint: dict[str, Any]) -> None:
+    """Mark an epoch that a stop cut short (``trainer.max_time``, ``should_stop``) as unfinished, in place.
+
+    Lightning saves such an epoch as done and would resume with the next one, while StepBatchSampler, keyed
+    by the global step, serves the rest of the cut epoch: each later epoch would then be counted one ahead
+    and the run would end an epoch short. Unfinished, the epoch resumes in its middle, as after SIGTERM.
+    """
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit:
+        return
+    epochs = fit["epoch_progress"]
+    if epochs["total"]["processed"] == epochs["total"]["completed"] + 1 and not fit["epoch_loop.batch_progress"].get(
+        "is_last_batch", True
+    ):
+        for count in (epochs["total"], epochs["current"]):
+            count["processed"] -= 1
 
 
 def pass_batch(batch):
@@ -350,7 +374,7 @@ class RAMDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        if trainer is not None and (trainer.world_size > 1 or trainer.accumulate_grad_batches > 1):
+        if trainer is not None and not keys_order_by_step(trainer):
             return self._loader(self.train_set, self.batch_size, shuffle=True)  # DistributedSampler's order
         order = StepBatchSampler(len(self.train_set), self.batch_size, self.seed, self._step_position)
         return DataLoader(
