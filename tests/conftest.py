@@ -91,7 +91,9 @@ class StopAtStep(pl.Callback):
         self.step, self.timer = step, timer
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step and self.timer:
+        if trainer.global_step != self.step:
+            return
+        if self.timer:
             trainer.should_stop = True
-        elif trainer.global_step == self.step:
+        else:
             trainer._signal_connector.received_sigterm = True
