@@ -124,38 +124,29 @@ def test_a_signal_saves_a_checkpoint_and_prints_how_to_resume(shapes_folder: Pat
     assert read_checkpoint(saved[0])["global_step"] > 0
 
 
-def test_a_run_resumed_mid_epoch_ends_exactly_like_an_uninterrupted_one(train_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize("timer", [False, True], ids=["sigterm", "time_limit"])
+def test_a_run_resumed_mid_epoch_ends_exactly_like_an_uninterrupted_one(train_cfg, tmp_path: Path, timer: bool) -> None:
     common = ["experiment=cluttered60", "data.canvas=36", "model.net.patch_size=6", "model.net.num_glimpses=3",
               "model.mc_train=2", "trainer.max_epochs=2"]  # fmt: skip
     straight = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}"))
     stopped = tmp_path / "stopped"
     cfg = train_cfg(*common, f"paths.output_dir={stopped}", "+callbacks.stop._target_=conftest.StopAtStep",
-                    "+callbacks.stop.step=12")  # fmt: skip  # epoch 1 of 2, batch 4 of 9
-    with pytest.raises(SIGTERMException):
+                    "+callbacks.stop.step=12", f"+callbacks.stop.timer={timer}")  # fmt: skip
+    if timer:  # step 12 is epoch 1, batch 4 of 9; a time limit ends the fit normally, the epoch saved as done
         train(cfg)
-    interrupted = stopped / "checkpoints" / "interrupted.ckpt"
-    assert read_checkpoint(interrupted)["global_step"] == 12
-    resumed = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={interrupted}"))
-    for key in ("val/err", "val/err_mc", "val/loss", "test/err", "test/err_mc", "test/loss", "test/loss_reinforce"):
-        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
-    assert (stopped / "checkpoints" / "epoch_000.ckpt").is_file() and interrupted.is_file()  # nothing deleted
-
-
-def test_a_run_cut_by_its_time_limit_resumes_inside_the_cut_epoch(train_cfg, tmp_path: Path) -> None:
-    common = ["experiment=cluttered60", "data.canvas=36", "model.net.patch_size=6", "model.net.num_glimpses=3",
-              "trainer.max_epochs=2"]  # fmt: skip
-    straight = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}"))
-    stopped = tmp_path / "stopped"
-    train(train_cfg(*common, f"paths.output_dir={stopped}", "+callbacks.stop._target_=conftest.StopAtStep",
-                    "+callbacks.stop.step=12", "+callbacks.stop.timer=true"))  # fmt: skip  # epoch 1, batch 4 of 9
-    last = stopped / "checkpoints" / "last.ckpt"
-    assert read_checkpoint(last)["global_step"] == 12
-    resumed = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"))
+        saved = stopped / "checkpoints" / "last.ckpt"
+    else:
+        with pytest.raises(SIGTERMException):
+            train(cfg)
+        saved = stopped / "checkpoints" / "interrupted.ckpt"
+        assert (stopped / "checkpoints" / "epoch_000.ckpt").is_file() and saved.is_file()  # nothing deleted
+    assert read_checkpoint(saved)["global_step"] == 12
+    resumed = train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={saved}"))
     steps = [
         read_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt")["global_step"] for run in ("straight", "resumed")
     ]
     assert steps == [18, 18]  # 2 epochs of 9 batches: the cut epoch is finished, not skipped
-    for key in ("val/err", "val/err_mc", "val/loss", "test/err", "test/loss"):
+    for key in ("val/err", "val/err_mc", "val/loss", "test/err", "test/err_mc", "test/loss", "test/loss_reinforce"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
 
 

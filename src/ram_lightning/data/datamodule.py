@@ -94,9 +94,8 @@ def reopen_cut_epoch(checkpoint: dict[str, Any]) -> None:
     if not fit:
         return
     epochs = fit["epoch_progress"]
-    if epochs["total"]["processed"] == epochs["total"]["completed"] + 1 and not fit["epoch_loop.batch_progress"].get(
-        "is_last_batch", True
-    ):
+    saved_as_done = epochs["total"]["processed"] == epochs["total"]["completed"] + 1
+    if saved_as_done and not fit["epoch_loop.batch_progress"].get("is_last_batch", True):
         for count in (epochs["total"], epochs["current"]):
             count["processed"] -= 1
 
