@@ -69,3 +69,14 @@ def test_retina_bfloat16_and_no_parameters() -> None:
 def test_retina_cuda_matches_cpu() -> None:
     images, l = torch.rand(32, 3, 60, 44), torch.rand(32, 2) * 2 - 1
     torch.testing.assert_close(Retina(12, 3).cuda()(images.cuda(), l.cuda()).cpu(), Retina(12, 3)(images, l))
+
+
+def test_retina_on_images_wider_than_its_index_buffer_keeps_its_buffers() -> None:
+    gen = torch.Generator().manual_seed(7)
+    retina = Retina(4, 2)
+    shapes = {name: b.shape for name, b in retina.named_buffers()}
+    images = torch.rand(8, 1, 32, 256, generator=gen)  # W beyond the 128 pixel indices kept as a buffer
+    l = lattice_locations(8, 32, 256, margin=8, gen=gen)
+    torch.testing.assert_close(retina(images, l), naive_retina(images, l, 4, 2))
+    # Copies of the net made before (the averaged weights') must still line up buffer for buffer.
+    assert {name: b.shape for name, b in retina.named_buffers()} == shapes

@@ -67,8 +67,10 @@ def test_the_prob_reward_and_a_per_path_ranking_come_from_the_config(train_cfg) 
     assert len(scores) == 2 and float(ranking["best_model_score"]) == pytest.approx(min(scores))
 
 
-def test_eval_on_the_validation_set_measures_what_training_logged_there(train_cfg, tmp_path) -> None:
-    cfg = train_cfg("trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=val/err_per_path")
+# Averaged weights: a decay whose float32 average of a constant is not that constant (0.5 would be exact).
+@pytest.mark.parametrize("weights", [(), ("callbacks=ema", "callbacks.ema.decay=0.9995")], ids=["raw", "ema"])
+def test_eval_on_the_validation_set_measures_what_training_logged_there(train_cfg, tmp_path, weights) -> None:
+    cfg = train_cfg("trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=val/err_per_path", *weights)
     best = train(cfg)["best_ckpt"]
     with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
         logged = [r for r in csv.DictReader(f) if r["val/err_per_path"]]
@@ -79,6 +81,7 @@ def test_eval_on_the_validation_set_measures_what_training_logged_there(train_cf
     assert report["split"] == "val" and "test_err" not in report
     for key in ("err", "err_mc", "err_per_path"):
         assert report[f"val_{key}"] == pytest.approx(float(at_best[f"val/{key}"]), abs=1e-4), key
+    assert report["metrics"]["val/loss_ce"] == pytest.approx(float(at_best["val/loss_ce"]), rel=1e-4)
     assert report["val_err_deterministic"] is None and report["confusion_matrix"] is None
     with pytest.raises(RAMError, match="split=train is not allowed: choose one of test, val"):
         evaluate(compose_cfg("eval", [*args, "split=train"]))

@@ -38,8 +38,8 @@ class Retina(nn.Module):
         self.register_buffer("_pos", torch.arange(128, dtype=torch.float32), persistent=False)  # pixel indices
 
     def _pixels(self, n: int) -> torch.Tensor:
-        if self._pos.numel() < n:  # a shape check, not a tensor value: grows once for large images
-            self._pos = torch.arange(n, dtype=torch.float32, device=self._pos.device)
+        if self._pos.numel() < n:  # a shape check, not a tensor value; the buffer keeps its shape, so that
+            return torch.arange(n, dtype=torch.float32, device=self._pos.device)  # copies of the net still match
         return self._pos[:n]
 
     def _blocks(self, centre: torch.Tensor, n: int) -> torch.Tensor:
