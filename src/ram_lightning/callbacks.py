@@ -85,11 +85,11 @@ class WeightEMA(EMAWeightAveraging):
     whenever a checkpoint is loaded, also to test one; here only a resumed fit does, so the test after
     training and ``eval`` of the same file measure the same averaged weights."""
 
-    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         # Parameters only: the nets' buffers are constants (the retina's pixel and block indices), and their
         # float32 average drifts off the whole numbers (below them at decay 0.9995), which moves the retina's
         # blocks whenever the averaged copy is swapped in for validation or the final test.
-        super().__init__(decay=decay, use_buffers=False, **kwargs)
+        super().__init__(use_buffers=False, **kwargs)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
