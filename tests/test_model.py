@@ -6,7 +6,7 @@ import torch
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
 from ram_lightning.lit_module import build_net
-from ram_lightning.losses import REWARDS, distillation, reward_of
+from ram_lightning.losses import REWARDS, advantage_of, distillation, reward_of
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
 TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
@@ -72,11 +72,15 @@ def test_first_location_and_random_glimpses() -> None:
 )
 @pytest.mark.parametrize("core, locator_hidden", [("lstm", 0), ("rnn", 0), ("lstm", 8)])
 @pytest.mark.parametrize("reward", REWARDS)
-def test_gradient_routing(term: str, expected: set[str], core: str, locator_hidden: int, reward: str) -> None:
+@pytest.mark.parametrize("baseline", ["learned", "copies"])
+def test_gradient_routing(
+    term: str, expected: set[str], core: str, locator_hidden: int, reward: str, baseline: str
+) -> None:
     torch.manual_seed(0)
     model = RecurrentAttention((1, 16, 16), core=core, std=0.2, locator_hidden=locator_hidden, **TINY)
-    x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
-    getattr(hybrid_loss(model(x), y, reward=reward), term).backward()
+    # rows in groups of four as copies; independent labels, so that a group's returns differ even untrained
+    x, y = torch.rand(128, 1, 16, 16), torch.randint(0, 10, (128,))
+    getattr(hybrid_loss(model(x), y, reward=reward, copies=4, baseline=baseline), term).backward()
     got = grads_by_part(model)
     assert {p for p, nonzero in got.items() if nonzero} == expected
 
@@ -128,6 +132,32 @@ def locator_step(lr: float = 1e-3, **hparams: float) -> tuple[dict[str, torch.Te
     hybrid_loss(lit.net(x, generator=torch.Generator().manual_seed(1)), y, lit.hparams.reinforce_weight).loss.backward()
     opt.step()
     return {k: v - before[k] for k, v in lit.net.state_dict().items()}, len(opt.param_groups)
+
+
+def test_the_copies_baseline_is_the_mean_return_of_the_other_paths_through_the_image() -> None:
+    R = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])  # two images, three paths each
+    b = torch.full((6, 4), 0.5)  # (B, T) a learned baseline, unused by "copies"
+    want = torch.tensor([0.5, -1.0, 0.5, 1.0, -0.5, -0.5])  # path 0: 1 - mean(0, 1); path 4: 0 - mean(1, 0)
+    torch.testing.assert_close(advantage_of(R, b, "copies", 3), want[:, None].expand(6, 4))
+    torch.testing.assert_close(advantage_of(R, b, "learned", 3), R[:, None] - b)
+    with pytest.raises(ValueError, match="needs at least 2 copies per image, got 1"):
+        advantage_of(R, b, "copies", 1)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        advantage_of(R, b, "mean", 3)
+
+
+def test_the_copies_baseline_needs_copies_in_training_and_falls_back_to_b_t_for_one_path() -> None:
+    with pytest.raises(ValueError, match="'copies' only with mc_train >= 2; got 'copies'"):
+        RAMLitModule({"kind": "ram", **TINY}, (1, 16, 16), baseline="copies")
+    torch.manual_seed(0)
+    lit = RAMLitModule({"kind": "ram", "std": 0.3, **TINY}, (1, 16, 16), baseline="copies", mc_train=2)
+    x, y = torch.rand(6, 1, 16, 16), torch.randint(0, 10, (6,))
+    out = lit.net(x, generator=torch.Generator().manual_seed(0))
+    one_path = lit.loss(out, y, copies=1)  # mc_eval=1: no other copies, so b_t is the baseline
+    assert one_path.loss_reinforce.item() == pytest.approx(hybrid_loss(out, y).loss_reinforce.item())
+    paired = lit.loss(out, y, copies=2)
+    expected = hybrid_loss(out, y, copies=2, baseline="copies").loss_reinforce.item()
+    assert paired.loss_reinforce.item() == pytest.approx(expected)
 
 
 def test_distillation_pulls_each_path_towards_the_mean_of_its_copies() -> None:

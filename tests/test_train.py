@@ -289,6 +289,8 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
             "model.distill_weight=1",
             "model.distill_weight=1 is not allowed: must be >= 0, and > 0 only with model.mc_train >= 2",
         ),
+        ("model.baseline=mean", "model.baseline='mean' is not allowed: choose one of learned, copies"),
+        ("model.baseline=copies", "model.baseline='copies' is not allowed: choose one of learned, copies; copies only"),
         ("model.reward=accuracy", "model.reward='accuracy' is not allowed: choose one of correct, prob"),
         ("model.net.dropout=-0.1", "model.net.dropout=-0.1 is not allowed: must be in [0, 1)"),
         ("model.net.locator_hidden=-4", "model.net.locator_hidden=-4 is not allowed: must be an integer >= 0"),

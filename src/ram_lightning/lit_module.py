@@ -12,7 +12,7 @@ from torchmetrics import ConfusionMatrix, MeanMetric
 from .baselines import ConvNet, FullyConnected
 from .data.datamodule import keys_order_by_step, reopen_cut_epoch
 from .errors import RAMError
-from .losses import REWARDS, LossTerms, hybrid_loss
+from .losses import BASELINES, REWARDS, LossTerms, hybrid_loss
 from .model import RAMOutput, RecurrentAttention
 from .seeding import generator_for
 
@@ -54,6 +54,7 @@ class RAMLitModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         reward: str = "correct",
         distill_weight: float = 0.0,
+        baseline: str = "learned",
         policy_lr_scale: float = 1.0,
         seed: int = 0,
         compile: bool = False,
@@ -70,6 +71,8 @@ class RAMLitModule(pl.LightningModule):
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if distill_weight < 0 or (distill_weight > 0 and mc_train < 2):
             raise ValueError(f"distill_weight must be >= 0, and > 0 only with mc_train >= 2; got {distill_weight}")
+        if baseline not in BASELINES or (baseline == "copies" and mc_train < 2):
+            raise ValueError(f"baseline must be one of {BASELINES}, 'copies' only with mc_train >= 2; got {baseline!r}")
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
@@ -133,10 +136,20 @@ class RAMLitModule(pl.LightningModule):
         return terms.loss
 
     def loss(self, out: RAMOutput, y: torch.Tensor, copies: int = 1) -> LossTerms:
-        """The hybrid loss with this module's weights, label smoothing, reward and distillation."""
+        """The hybrid loss with this module's weights, label smoothing, reward, distillation and baseline."""
         hp = self.hparams
+        # One path per image (mc_eval=1 at evaluation) has no other copies to compare with: b_t stands in.
+        baseline = hp.baseline if copies > 1 else "learned"
         return hybrid_loss(
-            out, y, hp.reinforce_weight, hp.baseline_weight, hp.label_smoothing, hp.reward, copies, hp.distill_weight
+            out,
+            y,
+            hp.reinforce_weight,
+            hp.baseline_weight,
+            hp.label_smoothing,
+            hp.reward,
+            copies,
+            hp.distill_weight,
+            baseline,
         )
 
     @property

@@ -22,6 +22,7 @@ class LossTerms:
 
 
 REWARDS = ("correct", "prob")
+BASELINES = ("learned", "copies")
 
 
 def reward_of(logits: torch.Tensor, y: torch.Tensor, kind: str = "correct") -> torch.Tensor:
@@ -44,13 +45,15 @@ def hybrid_loss(
     reward: str = "correct",
     copies: int = 1,
     distill_weight: float = 0.0,
+    baseline: str = "learned",
 ) -> LossTerms:
     """Gradients: CE reaches glimpse, core and classifier; REINFORCE only the locator (its inputs are
     detached in the model); the MSE only the baseline. Per-step terms are summed over t. Label smoothing
     softens the CE target only; the return R (see reward_of) ignores it. With ``copies`` consecutive rows
-    per image, the distillation term pulls each path's class distribution towards their mean."""
+    per image, the distillation term pulls each path's class distribution towards their mean. ``baseline``
+    picks what REINFORCE subtracts from R (see advantage_of); b_t is trained either way."""
     R = reward_of(out.logits, y, reward)  # (B,)
-    advantage = R.unsqueeze(1) - out.baseline.detach()  # (B, T)
+    advantage = advantage_of(R, out.baseline.detach(), baseline, copies)  # (B, T)
     loss_ce = F.cross_entropy(out.logits.float(), y, label_smoothing=label_smoothing)
     loss_reinforce = -(out.log_prob * advantage).sum(1).mean()
     loss_baseline = (out.baseline - R.unsqueeze(1)).pow(2).sum(1).mean()
@@ -58,6 +61,22 @@ def hybrid_loss(
     loss = loss_ce + reinforce_weight * loss_reinforce + baseline_weight * loss_baseline
     loss = loss + distill_weight * loss_distill
     return LossTerms(loss, loss_ce, loss_reinforce, loss_baseline, loss_distill, R.mean())
+
+
+def advantage_of(R: torch.Tensor, b: torch.Tensor, baseline: str, copies: int) -> torch.Tensor:
+    """(B, T) advantage of each step. "learned": R - b_t, the paper's. "copies": R minus the mean return
+    of the other paths through the same image (``copies`` consecutive rows), the same at every step. That
+    mean is an unbiased baseline, since the other paths' draws are independent of this one's, and it knows
+    how hard this very image is, which b_t must guess from the glimpses so far."""
+    if baseline == "learned":
+        return R.unsqueeze(1) - b
+    if baseline != "copies":
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if copies < 2:
+        raise ValueError(f"baseline='copies' needs at least 2 copies per image, got {copies}")
+    R_img = R.view(-1, copies)  # (B/M, M)
+    others = (R_img.sum(1, keepdim=True) - R_img) / (copies - 1)  # (B/M, M) leave-one-out mean
+    return (R_img - others).reshape(-1, 1).expand_as(b)
 
 
 def distillation(logits: torch.Tensor, copies: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from omegaconf import DictConfig
 
 from .errors import ConfigError
 from .lit_module import LR_SCHEDULES, NETS
-from .losses import REWARDS
+from .losses import BASELINES, REWARDS
 from .model import FIRST_LOCATIONS
 from .modules import CORES
 
@@ -29,6 +29,10 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     distill = model.get("distill_weight", 0.0)
     ok = isinstance(distill, (int, float)) and distill >= 0 and (distill == 0 or int(model.mc_train) >= 2)
     require(ok, "model.distill_weight", distill, "must be >= 0, and > 0 only with model.mc_train >= 2")
+    baseline = model.get("baseline", "learned")
+    ok = baseline in BASELINES and (baseline != "copies" or int(model.mc_train) >= 2)
+    allowed = f"choose one of {', '.join(BASELINES)}; copies only with model.mc_train >= 2"
+    require(ok, "model.baseline", baseline, allowed)
     reward = model.get("reward", "correct")
     require(reward in REWARDS, "model.reward", reward, f"choose one of {', '.join(REWARDS)}")
     require(model.lr_schedule in LR_SCHEDULES, "model.lr_schedule", model.lr_schedule,
