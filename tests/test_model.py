@@ -6,7 +6,7 @@ import torch
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
 from ram_lightning.lit_module import build_net
-from ram_lightning.losses import REWARDS, advantage_of, distillation, reward_of
+from ram_lightning.losses import BASELINES, REWARDS, advantage_of, distillation, reward_of
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
 TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
@@ -72,7 +72,7 @@ def test_first_location_and_random_glimpses() -> None:
 )
 @pytest.mark.parametrize("core, locator_hidden", [("lstm", 0), ("rnn", 0), ("lstm", 8)])
 @pytest.mark.parametrize("reward", REWARDS)
-@pytest.mark.parametrize("baseline", ["learned", "copies"])
+@pytest.mark.parametrize("baseline", BASELINES)
 def test_gradient_routing(
     term: str, expected: set[str], core: str, locator_hidden: int, reward: str, baseline: str
 ) -> None:
