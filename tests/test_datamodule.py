@@ -195,9 +195,10 @@ def test_training_canvases_change_every_step_and_repeat_after_resume(data_dir):
     assert torch.equal(dm.on_after_batch_transfer(val, 0)[0], val[0][:, None].float() / 255)
 
 
-def test_augment_changes_training_digits_only(data_dir):
+@pytest.mark.parametrize("augment", [{"augment_rotate": 20.0, "augment_scale": 0.2}, {"augment_elastic": 34.0}])
+def test_augment_changes_training_digits_only(data_dir, augment):
     kw = {"variant": "translated", "canvas": 40}
-    jitter_kw = {**kw, "augment_rotate": 20.0, "augment_scale": 0.2}
+    jitter_kw = {**kw, **augment}
     plain, jittered, resumed = make(data_dir, **kw), make(data_dir, **jitter_kw), make(data_dir, **jitter_kw)
     batch = next(iter(plain.train_dataloader()))
     for dm in (plain, jittered, resumed):
@@ -270,6 +271,8 @@ def test_lightning_fit_sees_float_canvases(data_dir):
         ({"augment_rotate": -5}, "data.augment_rotate=-5"),
         ({"augment_scale": 1.5}, "data.augment_scale=1.5"),
         ({"augment_scale": "0.1"}, "data.augment_scale='0.1'"),
+        ({"augment_elastic": -1}, "data.augment_elastic=-1"),
+        ({"augment_elastic_sigma": 0}, "data.augment_elastic_sigma=0"),
         ({"channels": 3}, "data.channels=3"),
         ({"dataset": "image_folder"}, "data.root=None"),
         ({"dataset": "image_folder", "root": ".", "variant": "cluttered"}, "data.variant=cluttered"),

@@ -127,6 +127,8 @@ class RAMDataModule(pl.LightningDataModule):
         follow_symlinks: bool = False,  # image_folder: also read files that link outside root
         augment_rotate: float = 0.0,  # training only: turn each image by up to this many degrees
         augment_scale: float = 0.0,  # training only: resize each image by a factor within 1 +- this
+        augment_elastic: float = 0.0,  # training only: elastic warp strength alpha, pixels (Simard: 34)
+        augment_elastic_sigma: float = 4.0,  # the warp's smoothness: Gaussian std, pixels (Simard: 4)
     ):
         super().__init__()
         _check_choice("dataset", dataset, DATASETS)
@@ -148,6 +150,8 @@ class RAMDataModule(pl.LightningDataModule):
                 raise ConfigError(f"data.{key}={value!r} is not allowed: use true or false")
         _check_range("augment_rotate", augment_rotate, 0, 180, "degrees in [0, 180]")
         _check_range("augment_scale", augment_scale, 0, 0.99, "a fraction in [0, 0.99]")
+        _check_range("augment_elastic", augment_elastic, 0, 100, "pixels in [0, 100]")
+        _check_range("augment_elastic_sigma", augment_elastic_sigma, 0.5, 20, "pixels in [0.5, 20]")
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir):
             raise ConfigError(f"data.data_dir={data_dir!r} is not allowed: give a folder path")
         if variant != "plain" and canvas <= DIGIT:
@@ -169,6 +173,7 @@ class RAMDataModule(pl.LightningDataModule):
         self.val_size, self.seed, self.refetch = val_size, seed, refetch
         self.channels, self.follow_symlinks = channels, follow_symlinks
         self.augment_rotate, self.augment_scale = float(augment_rotate), float(augment_scale)
+        self.augment_elastic, self.augment_elastic_sigma = float(augment_elastic), float(augment_elastic_sigma)
 
         if dataset == "image_folder":
             self._init_folder(root, channels, canvas if image_size is None else image_size)
@@ -429,13 +434,15 @@ class RAMDataModule(pl.LightningDataModule):
 
         Raw 28x28 digits of a translated/cluttered recipe become canvases here: training draws are
         keyed by (seed, step, rank, micro); otherwise one fixed stream from the seed is used. Training
-        images are first turned and resized by ``augment_rotate`` / ``augment_scale`` (before placement:
-        the target digit changes, the clutter cut from other digits does not).
+        images are first turned, resized and warped by ``augment_rotate`` / ``augment_scale`` /
+        ``augment_elastic`` (before placement: the target digit changes, the clutter cut from other
+        digits does not).
         """
         images, labels = batch
-        if train and (self.augment_rotate or self.augment_scale):
+        if train and (self.augment_rotate or self.augment_scale or self.augment_elastic):
             g = generator_for(images.device, self.seed, "augment", step, micro, rank)
-            images = jitter(images, self.augment_rotate, self.augment_scale, g)
+            elastic = (self.augment_elastic, self.augment_elastic_sigma)
+            images = jitter(images, self.augment_rotate, self.augment_scale, g, *elastic)
         if self.variant != "plain" and images.shape[-1] != self.canvas:
             keys = ("train", step, micro, rank) if train else ("eval",)
             g = generator_for(images.device, self.seed, *keys)
