@@ -441,8 +441,14 @@ class RAMDataModule(pl.LightningDataModule):
         images, labels = batch
         if train and (self.augment_rotate or self.augment_scale or self.augment_elastic):
             g = generator_for(images.device, self.seed, "augment", step, micro, rank)
-            elastic = (self.augment_elastic, self.augment_elastic_sigma)
-            images = jitter(images, self.augment_rotate, self.augment_scale, g, *elastic)
+            images = jitter(
+                images,
+                self.augment_rotate,
+                self.augment_scale,
+                g,
+                elastic=self.augment_elastic,
+                elastic_sigma=self.augment_elastic_sigma,
+            )
         if self.variant != "plain" and images.shape[-1] != self.canvas:
             keys = ("train", step, micro, rank) if train else ("eval",)
             g = generator_for(images.device, self.seed, *keys)
