@@ -10,14 +10,16 @@ from ram_lightning.losses import BASELINES, REWARDS, advantage_of, distillation,
 
 PARTS = ("glimpse", "core", "locator", "baseline", "classifier")
 TINY = dict(patch_size=4, num_scales=2, num_glimpses=3, hidden_g=16, hidden_l=8, glimpse_dim=32, hidden=32)
+BRANCHES = dict(locator_hidden=8, glimpse_hidden=8, classifier_hidden=8)  # every zero-started side branch
 
 
 def grads_by_part(model: RecurrentAttention) -> dict[str, bool]:
-    """Which parts received a gradient that is not exactly zero."""
-    return {
-        part: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, part).parameters())
-        for part in PARTS
-    }
+    """Which parts received a gradient that is not exactly zero; classifier_mlp counts as the classifier."""
+    got = dict.fromkeys(PARTS, False)
+    for name, p in model.named_parameters():
+        part = name.split(".")[0].removesuffix("_mlp")
+        got[part] |= p.grad is not None and bool(p.grad.abs().sum() > 0)
+    return got
 
 
 @pytest.mark.parametrize("core", ["lstm", "rnn"])
@@ -70,14 +72,12 @@ def test_first_location_and_random_glimpses() -> None:
         ("loss_baseline", {"baseline"}),
     ],
 )
-@pytest.mark.parametrize("core, locator_hidden", [("lstm", 0), ("rnn", 0), ("lstm", 8)])
+@pytest.mark.parametrize("core, branches", [("lstm", {}), ("rnn", {}), ("lstm", BRANCHES)])
 @pytest.mark.parametrize("reward", REWARDS)
 @pytest.mark.parametrize("baseline", BASELINES)
-def test_gradient_routing(
-    term: str, expected: set[str], core: str, locator_hidden: int, reward: str, baseline: str
-) -> None:
+def test_gradient_routing(term: str, expected: set[str], core: str, branches: dict, reward: str, baseline: str) -> None:
     torch.manual_seed(0)
-    model = RecurrentAttention((1, 16, 16), core=core, std=0.2, locator_hidden=locator_hidden, **TINY)
+    model = RecurrentAttention((1, 16, 16), core=core, std=0.2, **branches, **TINY)
     # rows in groups of four as copies; independent labels, so that a group's returns differ even untrained
     x, y = torch.rand(128, 1, 16, 16), torch.randint(0, 10, (128,))
     getattr(hybrid_loss(model(x), y, reward=reward, copies=4, baseline=baseline), term).backward()
@@ -102,23 +102,29 @@ def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int) -> Non
     )
 
 
-def test_a_hidden_locator_layer_starts_as_the_linear_locator() -> None:
+def test_side_branches_start_as_the_model_they_grow_from() -> None:
     torch.manual_seed(0)
     linear = RecurrentAttention((1, 16, 16), **TINY)
-    deeper = RecurrentAttention((1, 16, 16), locator_hidden=8, **TINY)
-    missing = deeper.load_state_dict(linear.state_dict(), strict=False).missing_keys
+    grown = RecurrentAttention((1, 16, 16), **BRANCHES, **TINY)
+    missing = grown.load_state_dict(linear.state_dict(), strict=False).missing_keys
     assert sorted(missing) == [
-        "locator.mlp.0.bias",
-        "locator.mlp.0.weight",
-        "locator.mlp.2.bias",
-        "locator.mlp.2.weight",
+        f"{part}.mlp.{i}.{w}" if part != "classifier" else f"classifier_mlp.{i}.{w}"
+        for part in ("classifier", "glimpse", "locator")
+        for i in (0, 2)
+        for w in ("bias", "weight")
     ]
     x = torch.rand(4, 1, 16, 16)
-    a, b = linear(x, generator=torch.Generator().manual_seed(2)), deeper(x, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(a.locations, b.locations)
-    torch.testing.assert_close(a.log_prob, b.log_prob)
-    with pytest.raises(ValueError, match="hidden_layer must be >= 0, got -1"):
-        RecurrentAttention((1, 16, 16), locator_hidden=-1, **TINY)
+    a, b = linear(x, generator=torch.Generator().manual_seed(2)), grown(x, generator=torch.Generator().manual_seed(2))
+    for field in ("logits", "locations", "log_prob", "baseline"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field))
+    # one step on the classification loss reaches the new glimpse and classifier layers, not the locator's
+    grown.zero_grad()
+    hybrid_loss(grown(x), torch.arange(4)).loss_ce.backward()
+    moved = {n for n, p in grown.named_parameters() if "mlp" in n and p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == {"glimpse.mlp.2.weight", "glimpse.mlp.2.bias", "classifier_mlp.2.weight", "classifier_mlp.2.bias"}
+    for key in BRANCHES:
+        with pytest.raises(ValueError, match=f"{key} must be an integer >= 0, got -1"):
+            RecurrentAttention((1, 16, 16), **{key: -1}, **TINY)
 
 
 def locator_step(lr: float = 1e-3, **hparams: float) -> tuple[dict[str, torch.Tensor], int]:

@@ -184,14 +184,15 @@ def test_init_strict_false_starts_only_the_missing_weights_afresh(train_cfg, tmp
     first = train_cfg()
     train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    grown = [f"init_from={last}", "model.net.locator_hidden=8", "test=false", "+trainer.max_steps=1"]
-    with pytest.raises(RAMError, match=r"missing: net\.locator\.mlp.*or init_strict=false"):
+    grown = [f"init_from={last}", "model.net.locator_hidden=8", "model.net.classifier_hidden=8"]
+    grown += ["test=false", "+trainer.max_steps=1"]
+    with pytest.raises(RAMError, match=r"missing: net\.classifier_mlp.*or init_strict=false"):
         train(train_cfg(*grown, f"paths.output_dir={tmp_path / 'a'}"))
     train(train_cfg(*grown, "init_strict=false", f"paths.output_dir={tmp_path / 'b'}"))
     theirs = read_checkpoint(last)["state_dict"]
     after = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["state_dict"]
     assert {k for k in after if k not in theirs} == {
-        f"net.locator.mlp.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")
+        f"net.{part}.{i}.{w}" for part in ("locator.mlp", "classifier_mlp") for i in (0, 2) for w in ("weight", "bias")
     }
     for k, v in theirs.items():  # one Adam step from the given weights
         assert torch.allclose(after[k], v, atol=1e-2), k
@@ -295,6 +296,8 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.dropout=-0.1", "model.net.dropout=-0.1 is not allowed: must be in [0, 1)"),
         ("model.net.locator_hidden=-4", "model.net.locator_hidden=-4 is not allowed: must be an integer >= 0"),
         ("model.net.locator_hidden=true", "model.net.locator_hidden=True is not allowed: must be an integer >= 0"),
+        ("model.net.glimpse_hidden=-1", "model.net.glimpse_hidden=-1 is not allowed: must be an integer >= 0"),
+        ("model.net.classifier_hidden=0.5", "model.net.classifier_hidden=0.5 is not allowed: must be an integer >= 0"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),

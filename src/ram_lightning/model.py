@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .modules import Core, GlimpseNetwork, Locator
+from .modules import Core, GlimpseNetwork, Locator, side_branch
 from .retina import Retina
 
 FIRST_LOCATIONS = ("center", "uniform")
@@ -43,6 +43,8 @@ class RecurrentAttention(nn.Module):
         pixel_std: float = 1.0,
         dropout: float = 0.0,
         locator_hidden: int = 0,
+        glimpse_hidden: int = 0,
+        classifier_hidden: int = 0,
     ) -> None:
         super().__init__()
         if num_glimpses < 1:
@@ -60,12 +62,14 @@ class RecurrentAttention(nn.Module):
         )
         self.retina = Retina(patch_size, num_scales)
         self.glimpse = GlimpseNetwork(
-            num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std
+            num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std, glimpse_hidden
         )
         self.core = Core(core, glimpse_dim, hidden)
         self.locator = Locator(hidden, std, locator_hidden)
         self.baseline = nn.Linear(hidden, 1)
         self.classifier = nn.Linear(hidden, num_classes)
+        # Beside the paper's linear softmax, a ReLU layer that starts at zero (see side_branch); CE trains it.
+        self.classifier_mlp = side_branch(hidden, classifier_hidden, num_classes, "classifier_hidden")
 
     def _uniform(self, n: int, B: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return torch.rand(n, B, 2, generator=generator, device=x.device, dtype=torch.float32) * 2 - 1  # (n, B, 2)
@@ -132,8 +136,11 @@ class RecurrentAttention(nn.Module):
         else:
             log_prob = x.new_zeros(B, T, dtype=torch.float32)
         h_T = hs[-1] if keep is None else hs[-1] * keep
+        logits = self.classifier(h_T)  # (B, classes)
+        if self.classifier_mlp is not None:
+            logits = logits + self.classifier_mlp(h_T)
         return RAMOutput(
-            logits=self.classifier(h_T),
+            logits=logits,
             log_prob=log_prob,
             baseline=baseline,
             locations=torch.stack(locations, 1),  # (B, T, 2)

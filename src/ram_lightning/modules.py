@@ -10,16 +10,33 @@ CORES = ("lstm", "rnn")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def side_branch(in_features: int, width: int, out_features: int, name: str) -> nn.Sequential | None:
+    """A ReLU layer of ``width`` units whose output layer starts at zero, or None for width 0.
+
+    Added beside a trained linear map, it leaves that map's outputs unchanged at first, so a model grown from
+    a checkpoint (``init_from=`` with ``init_strict=false``) starts out exactly as the checkpoint's model.
+    """
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {width!r}")
+    if not width:
+        return None
+    mlp = nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
+    nn.init.zeros_(mlp[-1].weight)
+    nn.init.zeros_(mlp[-1].bias)
+    return mlp
+
+
 class GlimpseNetwork(nn.Module):
     """g_t = ReLU(Lin(h_g) + Lin(h_l)) with h_g = ReLU(Lin((rho - pixel_mean) / pixel_std)) and h_l = ReLU(Lin(l)).
 
     Standardising the pixels is the usual MNIST input scaling; pixels off the image read 0 in the retina
-    and so standardise like the black background.
+    and so standardise like the black background. ``extra_hidden`` > 0 adds that many units to h_g through a
+    side branch whose output starts at zero: a trained glimpse network made wider without changing g_t.
     """
 
     def __init__(
         self, in_features: int, hidden_g: int, hidden_l: int, glimpse_dim: int,
-        pixel_mean: float = 0.0, pixel_std: float = 1.0,
+        pixel_mean: float = 0.0, pixel_std: float = 1.0, extra_hidden: int = 0,
     ) -> None:  # fmt: skip
         super().__init__()
         if pixel_std <= 0:
@@ -29,12 +46,16 @@ class GlimpseNetwork(nn.Module):
         self.fc_l = nn.Linear(2, hidden_l)
         self.out_g = nn.Linear(hidden_g, glimpse_dim)
         self.out_l = nn.Linear(hidden_l, glimpse_dim)
+        self.mlp = side_branch(in_features, extra_hidden, glimpse_dim, "glimpse_hidden")
 
     def forward(self, rho: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         rho = (rho.flatten(1) - self.pixel_mean) / self.pixel_std  # (B, k * C * g * g)
         h_g = F.relu(self.fc_rho(rho))  # (B, hidden_g)
         h_l = F.relu(self.fc_l(l))  # (B, hidden_l)
-        return F.relu(self.out_g(h_g) + self.out_l(h_l))  # (B, glimpse_dim)
+        z = self.out_g(h_g) + self.out_l(h_l)  # (B, glimpse_dim)
+        if self.mlp is not None:
+            z = z + self.mlp(rho)
+        return F.relu(z)
 
 
 class Core(nn.Module):
@@ -72,14 +93,8 @@ class Locator(nn.Module):
         super().__init__()
         if std <= 0:
             raise ValueError(f"location std must be > 0, got {std}")
-        if hidden_layer < 0:
-            raise ValueError(f"locator hidden_layer must be >= 0, got {hidden_layer}")
         self.fc = nn.Linear(hidden, 2)
-        self.mlp = None
-        if hidden_layer:
-            self.mlp = nn.Sequential(nn.Linear(hidden, hidden_layer), nn.ReLU(), nn.Linear(hidden_layer, 2))
-            nn.init.zeros_(self.mlp[-1].weight)
-            nn.init.zeros_(self.mlp[-1].bias)
+        self.mlp = side_branch(hidden, hidden_layer, 2, "locator_hidden")
         self.std = std
 
     def forward(self, h: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,9 +49,10 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
     require(int(net.num_scales) >= 1, "model.net.num_scales", net.num_scales, "must be >= 1")
     require(int(net.patch_size) >= 1, "model.net.patch_size", net.patch_size, "must be >= 1")
     require(float(net.std) > 0, "model.net.std", net.std, "the location std must be > 0")
-    width = net.get("locator_hidden", 0)
-    ok = isinstance(width, int) and not isinstance(width, bool) and width >= 0
-    require(ok, "model.net.locator_hidden", width, "must be an integer >= 0")
+    for key in ("locator_hidden", "glimpse_hidden", "classifier_hidden"):
+        width = net.get(key, 0)
+        ok = isinstance(width, int) and not isinstance(width, bool) and width >= 0
+        require(ok, f"model.net.{key}", width, "must be an integer >= 0")
     largest = int(net.patch_size) * 2 ** (int(net.num_scales) - 1)
     require(
         largest <= 2 * max(canvas),
