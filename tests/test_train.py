@@ -358,7 +358,7 @@ def test_optuna_sweep_returns_the_optimised_metric(shapes_folder, tmp_path) -> N
     assert len(list((tmp_path / "logs" / "train" / "multiruns").glob("*/*/metrics.json"))) == 2
 
 
-def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path) -> None:
+def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path, capsys) -> None:
     cfg = train_cfg()
     train(cfg)
     run = Path(cfg.paths.output_dir)
@@ -381,6 +381,7 @@ def test_a_shipped_checkpoint_is_verified_against_its_record(train_cfg, tmp_path
     for key in ("test/err_mc", "test/err_deterministic"):
         (shipped / "tiny.metrics.json").write_text(json.dumps({**record, key: 42.0}))
         assert not verify(shipped, str(cfg.paths.data_dir))
+    assert f"DIFFERENT (recorded on: {record['hardware']})" in capsys.readouterr().out
 
 
 def test_a_run_copied_from_another_machine_is_retested_on_the_cpu_and_shipped(train_cfg, tmp_path) -> None:

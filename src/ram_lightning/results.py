@@ -272,6 +272,10 @@ def ship(run_dir: Path, name: str, dest: Path = Path("checkpoints")) -> Path:
 
 def verify(dest: Path = Path("checkpoints"), data_dir: str = "data") -> bool:
     """Evaluate every shipped checkpoint on its test set; True when each reproduces its recorded errors."""
+    from .train import cpu_model
+
+    # Another CPU family's float kernels round differently, which can flip a borderline image.
+    print(f"evaluating on: {cpu_model()}")
     ok = True
     for record_path in sorted(dest.glob("*.metrics.json")):
         record = json.loads(record_path.read_text())
@@ -283,7 +287,8 @@ def verify(dest: Path = Path("checkpoints"), data_dir: str = "data") -> bool:
         same = all(None not in (want, have) and abs(want - have) < 1e-6 for _, want, have in pairs)
         ok &= same
         cells = ", ".join(f"{k} {'-' if have is None else f'{have:.2f}'} (recorded {want})" for k, want, have in pairs)
-        print(f"{ckpt}: {cells}: {'reproduced' if same else 'DIFFERENT'}")
+        verdict = "reproduced" if same else f"DIFFERENT (recorded on: {record.get('hardware', 'unknown')})"
+        print(f"{ckpt}: {cells}: {verdict}")
     return ok
 
 

@@ -42,16 +42,21 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {k:<{width}}  {v:10.4f}" for k, v in sorted(metrics.items()))
 
 
+def cpu_model() -> str:
+    """This machine's CPU model name, e.g. "AMD EPYC"."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
+    return model
+
+
 def hardware(trainer: pl.Trainer) -> str:
     """What the run trained on, for results tables: GPU name or CPU model, and how many."""
     n = trainer.num_devices * trainer.num_nodes
     if trainer.strategy.root_device.type == "cuda":
         return f"{n} x {torch.cuda.get_device_name(trainer.strategy.root_device)}"
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
-    return f"{model}, {os.cpu_count()} cores, threads={torch.get_num_threads()}, processes={n}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, threads={torch.get_num_threads()}, processes={n}"
 
 
 def checkpoint_to_test(trainer: pl.Trainer) -> str:
