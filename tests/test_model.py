@@ -5,6 +5,7 @@ import torch
 
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
+from ram_lightning.checkpoint import grow_hidden
 from ram_lightning.lit_module import build_net
 from ram_lightning.losses import BASELINES, REWARDS, advantage_of, distillation, reward_of
 
@@ -125,6 +126,26 @@ def test_side_branches_start_as_the_model_they_grow_from() -> None:
     for key in BRANCHES:
         with pytest.raises(ValueError, match=f"{key} must be an integer >= 0, got -1"):
             RecurrentAttention((1, 16, 16), **{key: -1}, **TINY)
+
+
+@pytest.mark.parametrize("core", ["lstm", "rnn"])
+def test_a_wider_core_grown_from_a_model_starts_as_that_model(core: str) -> None:
+    torch.manual_seed(0)
+    small = RecurrentAttention((1, 16, 16), core=core, **BRANCHES, **TINY)  # glimpse_dim == hidden: both 32
+    wide = RecurrentAttention((1, 16, 16), core=core, **BRANCHES, **{**TINY, "hidden": 40})
+    wide.load_state_dict(grow_hidden(small.state_dict(), wide.state_dict(), prefix=""))
+    x = torch.rand(4, 1, 16, 16)
+    a, b = small(x, generator=torch.Generator().manual_seed(2)), wide(x, generator=torch.Generator().manual_seed(2))
+    for field in ("logits", "locations", "log_prob", "baseline"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field))
+    # the 8 new units start random, not dead, and one classification step reaches them
+    rows = wide.core.cell.weight_ih.view(4, 40, -1) if core == "lstm" else wide.core.fc_g.weight.view(1, 40, -1)
+    assert rows[:, 32:].abs().sum() > 0
+    wide.zero_grad()
+    hybrid_loss(wide(x), torch.arange(4)).loss_ce.backward()
+    assert wide.classifier.weight.grad[:, 32:].abs().sum() > 0
+    # a narrower core is not cut down: its weights pass unchanged, for load_weights to refuse
+    assert grow_hidden(wide.state_dict(), small.state_dict(), prefix="")["classifier.weight"].shape == (10, 40)
 
 
 def locator_step(lr: float = 1e-3, **hparams: float) -> tuple[dict[str, torch.Tensor], int]:

@@ -204,6 +204,15 @@ def test_init_strict_false_starts_only_the_missing_weights_afresh(train_cfg, tmp
                 f"init_from={last}", "model.net.hidden=24", "init_strict=false", f"paths.output_dir={tmp_path / 'c'}"
             )
         )
+    # but it grows a wider core (32 -> 40 units of h_t) from the checkpoint's
+    train(
+        train_cfg(
+            *grown[:1], *grown[3:], "model.net.hidden=40", "init_strict=false", f"paths.output_dir={tmp_path / 'e'}"
+        )
+    )
+    wide = read_checkpoint(tmp_path / "e" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert wide["net.classifier.weight"].shape == (10, 40)
+    assert torch.allclose(wide["net.classifier.weight"][:, :32], theirs["net.classifier.weight"], atol=1e-2)
 
 
 def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:

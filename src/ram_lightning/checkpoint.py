@@ -56,10 +56,12 @@ def load_module(path: str | Path) -> RAMLitModule:
 def load_weights(module: RAMLitModule, path: str | Path, strict: bool = True) -> list[str]:
     """Copy the weights of the checkpoint at ``path`` into ``module`` (fine-tuning: the optimiser, the
     schedule and the epoch count start afresh). The two networks must have the same shapes; with
-    ``strict=False`` the module may have weights the checkpoint lacks, which keep their initialisation.
-    Returns the names of those."""
+    ``strict=False`` the module may have weights the checkpoint lacks, which keep their initialisation, and
+    a wider core (see ``grow_hidden``). Returns the names of the weights the checkpoint lacks."""
     ckpt = read_checkpoint(path, key="init_from")
     theirs, ours = ckpt["state_dict"], module.state_dict()
+    if not strict:
+        theirs = grow_hidden(theirs, ours)
     missing = sorted(ours.keys() - theirs.keys())
     problems = {
         "missing": missing if strict else [],
@@ -80,6 +82,42 @@ def load_weights(module: RAMLitModule, path: str | Path, strict: bool = True) ->
         )
     module.load_state_dict(theirs, strict=False)
     return missing
+
+
+def grow_hidden(
+    theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], prefix: str = "net."
+) -> dict[str, torch.Tensor]:
+    """``theirs`` with its core widened to ``ours``' h_t size where ours is larger, the model unchanged.
+
+    The checkpoint's units keep their weights (LSTM gates block by block), the new units keep ``ours``'
+    random initialisation, and every weight that reads a new unit of h_t from an old unit or a head starts at
+    zero: the grown network computes what the checkpoint's did, and the new units learn from the first step.
+    ``prefix`` is where the network's keys start (the LightningModule's ``net.``). Other shapes pass unchanged.
+    """
+    key = f"{prefix}classifier.weight"  # (classes, h_t size) in a RAM; the comparison models have none
+    if key not in theirs or key not in ours or not theirs[key].shape[1] < ours[key].shape[1]:
+        return theirs
+    old, new = theirs[key].shape[1], ours[key].shape[1]
+    grown = dict(theirs)
+    for k, a in theirs.items():
+        b = ours.get(k)
+        if b is None or a.shape == b.shape:
+            continue
+        if k.startswith(f"{prefix}core."):  # rows are units: 4 gate blocks of h_t's size for the LSTM, 1 for the RNN
+            blocks = b.shape[0] // new
+            recurrent = a.dim() == 2 and (a.shape[1], b.shape[1]) == (old, new)  # h_{t-1} -> units
+            if a.shape[0] != blocks * old or (a.dim() == 2 and not recurrent and a.shape[1] != b.shape[1]):
+                continue
+            out = b.clone().view(blocks, new, *b.shape[1:])
+            a = a.view(blocks, old, *a.shape[1:])
+            if recurrent:  # the old units ignore the new ones at first
+                out[:, :old, :old], out[:, :old, old:] = a, 0
+            else:
+                out[:, :old] = a
+            grown[k] = out.view(b.shape)
+        elif a.dim() == 2 and a.shape == (b.shape[0], old) and b.shape[1] == new:  # a head reading h_t
+            grown[k] = torch.cat([a, a.new_zeros(a.shape[0], new - old)], 1)
+    return grown
 
 
 SHIPPED_KEYS = ("state_dict", "hyper_parameters", FORMAT_KEY, "epoch", "global_step", "pytorch-lightning_version")
