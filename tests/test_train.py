@@ -204,7 +204,9 @@ def test_init_strict_false_starts_only_the_missing_weights_afresh(train_cfg, tmp
                 f"init_from={last}", "model.net.hidden=24", "init_strict=false", f"paths.output_dir={tmp_path / 'c'}"
             )
         )
-    # but it grows a wider core (32 -> 40 units of h_t) from the checkpoint's
+    # but it grows a wider core (32 -> 40 units of h_t) from the checkpoint's, which strict loading refuses
+    with pytest.raises(RAMError, match=r"net\.core\.fc_g\.weight \(32, 32\) vs \(40, 32\).*or init_strict=false"):
+        train(train_cfg(f"init_from={last}", "model.net.hidden=40", f"paths.output_dir={tmp_path / 'f'}"))
     train(
         train_cfg(
             *grown[:1], *grown[3:], "model.net.hidden=40", "init_strict=false", f"paths.output_dir={tmp_path / 'e'}"

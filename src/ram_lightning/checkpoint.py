@@ -59,29 +59,35 @@ def load_weights(module: RAMLitModule, path: str | Path, strict: bool = True) ->
     ``strict=False`` the module may have weights the checkpoint lacks, which keep their initialisation, and
     a wider core (see ``grow_hidden``). Returns the names of the weights the checkpoint lacks."""
     ckpt = read_checkpoint(path, key="init_from")
-    theirs, ours = ckpt["state_dict"], module.state_dict()
-    if not strict:
-        theirs = grow_hidden(theirs, ours)
+    ours = module.state_dict()
+    theirs = ckpt["state_dict"] if strict else grow_hidden(ckpt["state_dict"], ours)
     missing = sorted(ours.keys() - theirs.keys())
-    problems = {
-        "missing": missing if strict else [],
+    problems = _mismatches(theirs, ours, missing if strict else [])
+    if any(problems.values()):
+        found = "; ".join(f"{what}: {', '.join(keys[:3])}" for what, keys in problems.items() if keys)
+        net = ckpt["hyper_parameters"].get("net", {})
+        # what init_strict=false would accept: weights the checkpoint lacks, and a wider core
+        lenient = strict and not any(_mismatches(grow_hidden(theirs, ours), ours, []).values())
+        or_lenient = (
+            ", or init_strict=false to start what it lacks (new parts, new core units) afresh" if lenient else ""
+        )
+        raise CheckpointError(
+            f"init_from={path} does not fit the configured network ({found}); its network was "
+            f"{net}: set the same model.net.* options{or_lenient}"
+        )
+    module.load_state_dict(theirs, strict=False)
+    return missing
+
+
+def _mismatches(theirs: dict, ours: dict, missing: list[str]) -> dict[str, list[str]]:
+    return {
+        "missing": missing,
         "not in this model": sorted(theirs.keys() - ours.keys()),
         "other shapes (checkpoint vs config)": [
             f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
             if k in theirs and theirs[k].shape != v.shape
         ],
     }  # fmt: skip
-    if any(problems.values()):
-        found = "; ".join(f"{what}: {', '.join(keys[:3])}" for what, keys in problems.items() if keys)
-        net = ckpt["hyper_parameters"].get("net", {})
-        only_missing = bool(problems["missing"]) and not any(problems[k] for k in problems if k != "missing")
-        or_partial = ", or init_strict=false to start the weights it lacks afresh" if only_missing else ""
-        raise CheckpointError(
-            f"init_from={path} does not fit the configured network ({found}); its network was "
-            f"{net}: set the same model.net.* options{or_partial}"
-        )
-    module.load_state_dict(theirs, strict=False)
-    return missing
 
 
 def grow_hidden(
