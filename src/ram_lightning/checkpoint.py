@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from .errors import CheckpointError
 from .lit_module import FORMAT_KEY, FORMAT_VERSION, RAMLitModule
@@ -109,20 +110,17 @@ def grow_hidden(
         b = ours.get(k)
         if b is None or a.shape == b.shape:
             continue
-        if k.startswith(f"{prefix}core."):  # rows are units: 4 gate blocks of h_t's size for the LSTM, 1 for the RNN
-            blocks = b.shape[0] // new
-            recurrent = a.dim() == 2 and (a.shape[1], b.shape[1]) == (old, new)  # h_{t-1} -> units
-            if a.shape[0] != blocks * old or (a.dim() == 2 and not recurrent and a.shape[1] != b.shape[1]):
-                continue
+        # a weight reading h_t (a head, or the core's h_{t-1} -> gates) gets zero columns for the new units
+        reads_h = a.dim() == 2 and (a.shape[1], b.shape[1]) == (old, new)
+        if k.startswith(f"{prefix}core.") and a.shape[0] * new == b.shape[0] * old:
+            if a.dim() == 2 and not reads_h and a.shape[1] != b.shape[1]:
+                continue  # its input changed too: left for load_weights to refuse
+            blocks = b.shape[0] // new  # rows are units: 4 gate blocks for the LSTM, 1 for the RNN
             out = b.clone().view(blocks, new, *b.shape[1:])
-            a = a.view(blocks, old, *a.shape[1:])
-            if recurrent:  # the old units ignore the new ones at first
-                out[:, :old, :old], out[:, :old, old:] = a, 0
-            else:
-                out[:, :old] = a
+            out[:, :old] = (F.pad(a, (0, new - old)) if reads_h else a).view(blocks, old, *b.shape[1:])
             grown[k] = out.view(b.shape)
-        elif a.dim() == 2 and a.shape == (b.shape[0], old) and b.shape[1] == new:  # a head reading h_t
-            grown[k] = torch.cat([a, a.new_zeros(a.shape[0], new - old)], 1)
+        elif reads_h and a.shape[0] == b.shape[0]:
+            grown[k] = F.pad(a, (0, new - old))
     return grown
 
 
