@@ -86,10 +86,11 @@ def test_gradient_routing(term: str, expected: set[str], core: str, branches: di
     assert {p for p, nonzero in got.items() if nonzero} == expected
 
 
-@pytest.mark.parametrize("locator_hidden", [0, 8])
-def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int) -> None:
+@pytest.mark.parametrize("locator_hidden, reads_location", [(0, False), (8, False), (0, True)])
+def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int, reads_location: bool) -> None:
     torch.manual_seed(0)
-    lit = RAMLitModule({"kind": "ram", "locator_hidden": locator_hidden, **TINY}, (1, 16, 16), policy_lr_scale=3.0)
+    net = {"kind": "ram", "locator_hidden": locator_hidden, "locator_reads_location": reads_location, **TINY}
+    lit = RAMLitModule(net, (1, 16, 16), policy_lr_scale=3.0)
     before = {k: v.clone() for k, v in lit.net.state_dict().items()}
     opt = lit.configure_optimizers()["optimizer"]
     x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
@@ -101,19 +102,21 @@ def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int) -> Non
     assert {k for k in changed if ".mlp." in k} == (
         {"locator.mlp.2.weight", "locator.mlp.2.bias"} if locator_hidden else set()
     )
+    assert ("locator.fc_where.weight" in changed) == reads_location  # it reads l_t, which is not zero after t=1
 
 
 def test_side_branches_start_as_the_model_they_grow_from() -> None:
     torch.manual_seed(0)
     linear = RecurrentAttention((1, 16, 16), **TINY)
-    grown = RecurrentAttention((1, 16, 16), **BRANCHES, **TINY)
+    grown = RecurrentAttention((1, 16, 16), **BRANCHES, locator_reads_location=True, **TINY)
     missing = grown.load_state_dict(linear.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == [
+    branches = [
         f"{part}.mlp.{i}.{w}" if part != "classifier" else f"classifier_mlp.{i}.{w}"
         for part in ("classifier", "glimpse", "locator")
         for i in (0, 2)
         for w in ("bias", "weight")
     ]
+    assert sorted(missing) == sorted([*branches, "locator.fc_where.weight"])
     x = torch.rand(4, 1, 16, 16)
     a, b = linear(x, generator=torch.Generator().manual_seed(2)), grown(x, generator=torch.Generator().manual_seed(2))
     for field in ("logits", "locations", "log_prob", "baseline"):
@@ -126,6 +129,8 @@ def test_side_branches_start_as_the_model_they_grow_from() -> None:
     for key in BRANCHES:
         with pytest.raises(ValueError, match=f"{key} must be an integer >= 0, got -1"):
             RecurrentAttention((1, 16, 16), **{key: -1}, **TINY)
+    with pytest.raises(ValueError, match="locator_reads_location must be true or false, got 1"):
+        RecurrentAttention((1, 16, 16), locator_reads_location=1, **TINY)
 
 
 @pytest.mark.parametrize("core", ["lstm", "rnn"])

@@ -14,7 +14,7 @@ from conftest import compose_cfg, run_cli
 from ram_lightning.checkpoint import read_checkpoint
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError
-from ram_lightning.evaluate import evaluate, on_digit
+from ram_lightning.evaluate import _where_it_looked, evaluate, glimpses_on_digit
 from ram_lightning.results import retest, ship, verify
 from ram_lightning.train import checkpoint_to_test, train
 
@@ -224,7 +224,7 @@ def test_a_finished_run_folder_is_not_overwritten(train_cfg) -> None:
         train(cfg)
 
 
-def test_on_digit_maps_glimpse_centres_as_the_retina_does() -> None:
+def test_glimpses_on_digit_maps_glimpse_centres_as_the_retina_does() -> None:
     boxes = torch.tensor([[10, 20, 38, 48]] * 3)  # top, left, bottom, right on a 60x60 canvas
     paths = torch.tensor(
         [
@@ -233,7 +233,22 @@ def test_on_digit_maps_glimpse_centres_as_the_retina_does() -> None:
             [[-1 + 2 * 48 / 60, 0.0], [0.0, -1 + 2 * 38 / 60]],  # on the exclusive right and bottom edges
         ]
     )
-    assert on_digit(paths, boxes, (60, 60)).tolist() == [True, True, False]
+    on = glimpses_on_digit(paths, boxes, (60, 60))  # (3, 2)
+    assert on.tolist() == [[False, True], [True, False], [False, False]]
+
+
+def test_where_it_looked_counts_glimpses_on_the_digit_for_right_and_wrong_paths() -> None:
+    on, off = [0.0, 0.0], [0.9, 0.9]  # the centre of a 60x60 canvas lies in the box below; (0.9, 0.9) does not
+    locations = torch.tensor([[on, on, off], [off, off, off], [off, on, off]])  # (3 paths, T=3, 2)
+    wrong = torch.tensor([False, True, True])
+    module = SimpleNamespace(policy_mean_paths=[(locations[:2], wrong[:2]), (locations[2:], wrong[2:])])
+    dm = SimpleNamespace(digit_boxes=lambda split: torch.tensor([[16, 16, 44, 44]] * 3), image_shape=(1, 60, 60))
+    looked = _where_it_looked(module, dm)
+    assert looked["policy_mean_on_digit"] == pytest.approx(200 / 3)
+    assert looked["policy_mean_errors_off_digit"] == 50  # one of the two wrong paths never looked at it
+    assert looked["policy_mean_glimpses_on_digit"] == {"right": 2.0, "wrong": 0.5}
+    assert looked["policy_mean_first_step_on_digit"] == 1.5  # steps 1 and 2
+    assert looked["policy_mean_on_digit_by_step"] == pytest.approx([100 / 3, 200 / 3, 0])
 
 
 def test_eval_says_whether_the_policy_mean_paths_looked_at_the_digit(train_cfg, tmp_path) -> None:
@@ -247,6 +262,9 @@ def test_eval_says_whether_the_policy_mean_paths_looked_at_the_digit(train_cfg, 
     assert 0 <= hit <= 100 and 0 <= off <= 100
     # a 28x28 digit on a 40x40 canvas always covers the centre, where this model's first glimpse goes
     assert report["first_location"] == "center" and hit == 100 and off == 0
+    assert report["policy_mean_first_step_on_digit"] == 1
+    counts = [c for c in report["policy_mean_glimpses_on_digit"].values() if c is not None]
+    assert counts and all(1 <= c <= 2 for c in counts)  # the centred first glimpse, and perhaps the second
 
 
 def test_loggers_get_plain_hparams_and_the_checkpoint_records_the_recipe(train_cfg) -> None:
@@ -309,6 +327,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.locator_hidden=true", "model.net.locator_hidden=True is not allowed: must be an integer >= 0"),
         ("model.net.glimpse_hidden=-1", "model.net.glimpse_hidden=-1 is not allowed: must be an integer >= 0"),
         ("model.net.classifier_hidden=0.5", "model.net.classifier_hidden=0.5 is not allowed: must be an integer >= 0"),
+        ("model.net.locator_reads_location=2", "locator_reads_location=2 is not allowed: must be true or false"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),

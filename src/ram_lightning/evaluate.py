@@ -51,23 +51,51 @@ def _datamodule(cfg: DictConfig, module: RAMLitModule) -> RAMDataModule:
     return dm
 
 
-def on_digit(locations: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """(N,) whether any glimpse centre of each path (N, T, 2), in [-1, 1] as (x, y), falls inside the
+def glimpses_on_digit(locations: torch.Tensor, boxes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """(N, T) whether each glimpse centre of each path (N, T, 2), in [-1, 1] as (x, y), falls inside the
     target's box (N, 4) of top, left, bottom, right pixels (exclusive) on an image of image_hw."""
     H, W = image_hw
     x = (locations[..., 0] + 1) / 2 * W  # (N, T) in pixels, as the retina maps them
     y = (locations[..., 1] + 1) / 2 * H
     top, left, bottom, right = (boxes[:, i : i + 1] for i in range(4))  # (N, 1) each
-    return ((y >= top) & (y < bottom) & (x >= left) & (x < right)).any(1)
+    return (y >= top) & (y < bottom) & (x >= left) & (x < right)
 
 
 def _where_it_looked(module: RAMLitModule, dm: RAMDataModule) -> dict:
     """Of the policy-mean paths on translated or cluttered canvases: the share (%) that put a glimpse on the
-    target digit's square, and the share of their errors that never did (missed it rather than misread it)."""
+    target digit's square, the share of their errors that never did (missed it rather than misread it),
+    how many of the T glimpses fell on it (right and wrong paths apart), at which step the first did, and the
+    share (%) of paths whose glimpse t is on it, for each t."""
     locations, wrong = (torch.cat(parts) for parts in zip(*module.policy_mean_paths, strict=True))
-    hit = on_digit(locations, dm.digit_boxes("test"), tuple(dm.image_shape[-2:]))
-    missed = (~hit[wrong]).float().mean().item() * 100 if wrong.any() else 0.0
-    return {"policy_mean_on_digit": hit.float().mean().item() * 100, "policy_mean_errors_off_digit": missed}
+    on = glimpses_on_digit(locations, dm.digit_boxes("test"), tuple(dm.image_shape[-2:]))  # (N, T)
+    hit, count = on.any(1), on.sum(1).float()  # (N,), (N,)
+    first = on.float().argmax(1)[hit].float() + 1  # 1-based step of the first glimpse on it, where one was
+
+    def mean(x: torch.Tensor) -> float | None:
+        return x.mean().item() if x.numel() else None
+
+    return {
+        "policy_mean_on_digit": hit.float().mean().item() * 100,
+        "policy_mean_errors_off_digit": (~hit[wrong]).float().mean().item() * 100 if wrong.any() else 0.0,
+        "policy_mean_glimpses_on_digit": {"right": mean(count[~wrong]), "wrong": mean(count[wrong])},
+        "policy_mean_first_step_on_digit": mean(first),
+        "policy_mean_on_digit_by_step": (on.float().mean(0) * 100).tolist(),  # (T,)
+    }
+
+
+def _where_line(looked: dict, T: int) -> str:
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    count = looked["policy_mean_glimpses_on_digit"]
+    by_step = " ".join(f"{p:.1f}" for p in looked["policy_mean_on_digit_by_step"])
+    return (
+        f"policy-mean paths with a glimpse on the digit: {looked['policy_mean_on_digit']:.2f} %; "
+        f"of their errors, never on it: {looked['policy_mean_errors_off_digit']:.2f} %\n"
+        f"glimpses on the digit, of {T}: {fmt(count['right'])} on right paths, {fmt(count['wrong'])} on wrong ones; "
+        f"the first at step {fmt(looked['policy_mean_first_step_on_digit'])} on average\n"
+        f"paths on the digit at steps 1 to {T} (%): {by_step}\n"
+    )
 
 
 def _report_path(cfg: DictConfig) -> Path:
@@ -132,6 +160,9 @@ def evaluate(cfg: DictConfig) -> dict:
         # None on plain images (the digit is everywhere) and for models without a policy
         "policy_mean_on_digit": looked.get("policy_mean_on_digit"),
         "policy_mean_errors_off_digit": looked.get("policy_mean_errors_off_digit"),
+        "policy_mean_glimpses_on_digit": looked.get("policy_mean_glimpses_on_digit"),  # mean count, right / wrong
+        "policy_mean_first_step_on_digit": looked.get("policy_mean_first_step_on_digit"),
+        "policy_mean_on_digit_by_step": looked.get("policy_mean_on_digit_by_step"),
         "metrics": metrics,
         "confusion_matrix": module.test_confusion.compute().tolist() if test else None,  # rows: true, cols: predicted
         "seconds": round(time.perf_counter() - start, 2),
@@ -142,12 +173,7 @@ def evaluate(cfg: DictConfig) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x") as f:  # "x": fail rather than overwrite
         json.dump(report, f, indent=2)
-    where = (
-        f"policy-mean paths with a glimpse on the digit: {looked['policy_mean_on_digit']:.2f} %; "
-        f"of their errors, never on it: {looked['policy_mean_errors_off_digit']:.2f} %\n"
-        if looked
-        else ""
-    )
+    where = _where_line(looked, module.net.num_glimpses) if looked else ""
     which = "test" if test else "validation"
     print(f"\n{cfg.ckpt_path} on {dm.name} {which} set:\n{format_metrics(metrics)}\n{where}report: {path}")
     return report

@@ -43,6 +43,7 @@ class RecurrentAttention(nn.Module):
         pixel_std: float = 1.0,
         dropout: float = 0.0,
         locator_hidden: int = 0,
+        locator_reads_location: bool = False,
         glimpse_hidden: int = 0,
         classifier_hidden: int = 0,
     ) -> None:
@@ -65,7 +66,7 @@ class RecurrentAttention(nn.Module):
             num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std, glimpse_hidden
         )
         self.core = Core(core, glimpse_dim, hidden)
-        self.locator = Locator(hidden, std, locator_hidden)
+        self.locator = Locator(hidden, std, locator_hidden, locator_reads_location)
         self.baseline = nn.Linear(hidden, 1)
         self.classifier = nn.Linear(hidden, num_classes)
         # Beside the paper's linear softmax, a ReLU layer that starts at zero (see side_branch); CE trains it.
@@ -124,7 +125,7 @@ class RecurrentAttention(nn.Module):
             if self.random_glimpses:
                 l_t = where[t + 1]
             else:
-                mu, l = self.locator(state[0], None if noise is None else noise[t])
+                mu, l = self.locator(state[0], None if noise is None else noise[t], l_t)
                 mus.append(mu)
                 draws.append(l)
                 l_t = l.clamp(-1, 1)

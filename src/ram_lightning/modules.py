@@ -86,26 +86,38 @@ class Locator(nn.Module):
     """pi(l | h): a 2-D Gaussian with mean tanh(Lin(h)) and a fixed std.
 
     ``hidden_layer`` > 0 adds a ReLU layer of that width beside the linear map: mean tanh(Lin(h) + MLP(h)).
-    Its output layer starts at zero, so a locator loaded from a linear one starts out choosing the same means.
+    ``reads_location`` adds the current location: mean tanh(Lin(h) + W l_t + ...), so that the next glimpse
+    can be placed relative to this one. Both start at zero, so a locator loaded from a linear one starts
+    out choosing the same means.
     """
 
-    def __init__(self, hidden: int, std: float, hidden_layer: int = 0) -> None:
+    def __init__(self, hidden: int, std: float, hidden_layer: int = 0, reads_location: bool = False) -> None:
         super().__init__()
         if std <= 0:
             raise ValueError(f"location std must be > 0, got {std}")
+        if not isinstance(reads_location, bool):
+            raise ValueError(f"locator_reads_location must be true or false, got {reads_location!r}")
         self.fc = nn.Linear(hidden, 2)
         self.mlp = side_branch(hidden, hidden_layer, 2, "locator_hidden")
+        self.fc_where = nn.Linear(2, 2, bias=False) if reads_location else None
+        if self.fc_where is not None:
+            nn.init.zeros_(self.fc_where.weight)
         self.std = std
 
-    def forward(self, h: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, noise: torch.Tensor | None, l: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the policy mean mu (B, 2) and the location drawn from pi (B, 2), detached and not yet clipped.
 
-        ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean.
+        ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean. ``l`` (B, 2) is the
+        current location, read only with ``reads_location``.
         """
         h = h.detach()  # REINFORCE trains the locator only, never the core
         z = self.fc(h)  # (B, 2)
         if self.mlp is not None:
             z = z + self.mlp(h)
+        if self.fc_where is not None:
+            z = z + self.fc_where(l.detach().to(z.dtype))
         mu = torch.tanh(z)
         l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
         return mu, l

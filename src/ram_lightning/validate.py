@@ -53,6 +53,8 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
         width = net.get(key, 0)
         ok = isinstance(width, int) and not isinstance(width, bool) and width >= 0
         require(ok, f"model.net.{key}", width, "must be an integer >= 0")
+    reads = net.get("locator_reads_location", False)
+    require(isinstance(reads, bool), "model.net.locator_reads_location", reads, "must be true or false")
     largest = int(net.patch_size) * 2 ** (int(net.num_scales) - 1)
     require(
         largest <= 2 * max(canvas),
