@@ -105,11 +105,11 @@ class Locator(nn.Module):
         self.std = std
 
     def forward(
-        self, h: torch.Tensor, noise: torch.Tensor | None, l: torch.Tensor | None = None
+        self, h: torch.Tensor, noise: torch.Tensor | None, l_t: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the policy mean mu (B, 2) and the location drawn from pi (B, 2), detached and not yet clipped.
 
-        ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean. ``l`` (B, 2) is the
+        ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean. ``l_t`` (B, 2) is the
         current location, read only with ``reads_location``.
         """
         h = h.detach()  # REINFORCE trains the locator only, never the core
@@ -117,7 +117,9 @@ class Locator(nn.Module):
         if self.mlp is not None:
             z = z + self.mlp(h)
         if self.fc_where is not None:
-            z = z + self.fc_where(l.detach().to(z.dtype))
+            if l_t is None:
+                raise ValueError("a locator that reads the location needs the current location l_t")
+            z = z + self.fc_where(l_t.detach().to(z.dtype))
         mu = torch.tanh(z)
         l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
         return mu, l
