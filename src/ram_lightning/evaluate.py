@@ -61,6 +61,15 @@ def glimpses_on_digit(locations: torch.Tensor, boxes: torch.Tensor, image_hw: tu
     return (y >= top) & (y < bottom) & (x >= left) & (x < right)
 
 
+WHERE_KEYS = (  # what _where_it_looked reports
+    "policy_mean_on_digit",
+    "policy_mean_errors_off_digit",
+    "policy_mean_glimpses_on_digit",  # mean count, on right and on wrong paths
+    "policy_mean_first_step_on_digit",
+    "policy_mean_on_digit_by_step",
+)
+
+
 def _where_it_looked(module: RAMLitModule, dm: RAMDataModule) -> dict:
     """Of the policy-mean paths on translated or cluttered canvases: the share (%) that put a glimpse on the
     target digit's square, the share of their errors that never did (missed it rather than misread it),
@@ -158,11 +167,7 @@ def evaluate(cfg: DictConfig) -> dict:
         f"{split}_err_per_path": metrics[f"{split}/err_per_path"],  # err's expectation: each of the M paths alone
         f"{split}_err_deterministic": metrics.get(f"{split}/err_deterministic"),  # None: no policy, or val
         # None on plain images (the digit is everywhere) and for models without a policy
-        "policy_mean_on_digit": looked.get("policy_mean_on_digit"),
-        "policy_mean_errors_off_digit": looked.get("policy_mean_errors_off_digit"),
-        "policy_mean_glimpses_on_digit": looked.get("policy_mean_glimpses_on_digit"),  # mean count, right / wrong
-        "policy_mean_first_step_on_digit": looked.get("policy_mean_first_step_on_digit"),
-        "policy_mean_on_digit_by_step": looked.get("policy_mean_on_digit_by_step"),
+        **{key: looked.get(key) for key in WHERE_KEYS},
         "metrics": metrics,
         "confusion_matrix": module.test_confusion.compute().tolist() if test else None,  # rows: true, cols: predicted
         "seconds": round(time.perf_counter() - start, 2),
