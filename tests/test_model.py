@@ -86,10 +86,20 @@ def test_gradient_routing(term: str, expected: set[str], core: str, branches: di
     assert {p for p, nonzero in got.items() if nonzero} == expected
 
 
-@pytest.mark.parametrize("locator_hidden, reads_location", [(0, False), (8, False), (0, True)])
-def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int, reads_location: bool) -> None:
+@pytest.mark.parametrize(
+    "locator_hidden, reads_location, reads_glimpse", [(0, False, False), (8, False, False), (0, True, True)]
+)
+def test_one_reinforce_step_changes_only_the_locator(
+    locator_hidden: int, reads_location: bool, reads_glimpse: bool
+) -> None:
     torch.manual_seed(0)
-    net = {"kind": "ram", "locator_hidden": locator_hidden, "locator_reads_location": reads_location, **TINY}
+    net = {
+        "kind": "ram",
+        "locator_hidden": locator_hidden,
+        "locator_reads_location": reads_location,
+        "locator_reads_glimpse": reads_glimpse,
+        **TINY,
+    }
     lit = RAMLitModule(net, (1, 16, 16), policy_lr_scale=3.0)
     before = {k: v.clone() for k, v in lit.net.state_dict().items()}
     opt = lit.configure_optimizers()["optimizer"]
@@ -103,12 +113,13 @@ def test_one_reinforce_step_changes_only_the_locator(locator_hidden: int, reads_
         {"locator.mlp.2.weight", "locator.mlp.2.bias"} if locator_hidden else set()
     )
     assert ("locator.fc_where.weight" in changed) == reads_location  # it reads l_t, which is not zero after t=1
+    assert ("locator.fc_rho.weight" in changed) == reads_glimpse
 
 
 def test_side_branches_start_as_the_model_they_grow_from() -> None:
     torch.manual_seed(0)
     linear = RecurrentAttention((1, 16, 16), **TINY)
-    grown = RecurrentAttention((1, 16, 16), **BRANCHES, locator_reads_location=True, **TINY)
+    grown = RecurrentAttention((1, 16, 16), **BRANCHES, locator_reads_location=True, locator_reads_glimpse=True, **TINY)
     missing = grown.load_state_dict(linear.state_dict(), strict=False).missing_keys
     branches = [
         f"{part}.mlp.{i}.{w}" if part != "classifier" else f"classifier_mlp.{i}.{w}"
@@ -116,7 +127,7 @@ def test_side_branches_start_as_the_model_they_grow_from() -> None:
         for i in (0, 2)
         for w in ("bias", "weight")
     ]
-    assert sorted(missing) == sorted([*branches, "locator.fc_where.weight"])
+    assert sorted(missing) == sorted([*branches, "locator.fc_where.weight", "locator.fc_rho.weight"])
     x = torch.rand(4, 1, 16, 16)
     a, b = linear(x, generator=torch.Generator().manual_seed(2)), grown(x, generator=torch.Generator().manual_seed(2))
     for field in ("logits", "locations", "log_prob", "baseline"):
@@ -129,8 +140,9 @@ def test_side_branches_start_as_the_model_they_grow_from() -> None:
     for key in BRANCHES:
         with pytest.raises(ValueError, match=f"{key} must be an integer >= 0, got -1"):
             RecurrentAttention((1, 16, 16), **{key: -1}, **TINY)
-    with pytest.raises(ValueError, match="locator_reads_location must be true or false, got 1"):
-        RecurrentAttention((1, 16, 16), locator_reads_location=1, **TINY)
+    for key in ("locator_reads_location", "locator_reads_glimpse"):
+        with pytest.raises(ValueError, match=f"{key} must be true or false, got 1"):
+            RecurrentAttention((1, 16, 16), **{key: 1}, **TINY)
 
 
 @pytest.mark.parametrize("core", ["lstm", "rnn"])

@@ -328,6 +328,7 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.glimpse_hidden=-1", "model.net.glimpse_hidden=-1 is not allowed: must be an integer >= 0"),
         ("model.net.classifier_hidden=0.5", "model.net.classifier_hidden=0.5 is not allowed: must be an integer >= 0"),
         ("model.net.locator_reads_location=2", "locator_reads_location=2 is not allowed: must be true or false"),
+        ("model.net.locator_reads_glimpse=3", "locator_reads_glimpse=3 is not allowed: must be true or false"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),

@@ -44,6 +44,7 @@ class RecurrentAttention(nn.Module):
         dropout: float = 0.0,
         locator_hidden: int = 0,
         locator_reads_location: bool = False,
+        locator_reads_glimpse: bool = False,
         glimpse_hidden: int = 0,
         classifier_hidden: int = 0,
     ) -> None:
@@ -52,6 +53,8 @@ class RecurrentAttention(nn.Module):
             raise ValueError(f"num_glimpses must be >= 1, got {num_glimpses}")
         if first_location not in FIRST_LOCATIONS:
             raise ValueError(f"first_location must be one of {FIRST_LOCATIONS}, got {first_location!r}")
+        if not isinstance(locator_reads_glimpse, bool):
+            raise ValueError(f"locator_reads_glimpse must be true or false, got {locator_reads_glimpse!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         C = in_shape[0]
@@ -62,11 +65,12 @@ class RecurrentAttention(nn.Module):
             random_glimpses,
         )
         self.retina = Retina(patch_size, num_scales)
-        self.glimpse = GlimpseNetwork(
-            num_scales * C * patch_size**2, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std, glimpse_hidden
-        )
+        pixels = num_scales * C * patch_size**2  # what one glimpse holds
+        self.glimpse = GlimpseNetwork(pixels, hidden_g, hidden_l, glimpse_dim, pixel_mean, pixel_std, glimpse_hidden)
         self.core = Core(core, glimpse_dim, hidden)
-        self.locator = Locator(hidden, std, locator_hidden, locator_reads_location)
+        self.locator = Locator(
+            hidden, std, locator_hidden, locator_reads_location, pixels if locator_reads_glimpse else 0
+        )
         self.baseline = nn.Linear(hidden, 1)
         self.classifier = nn.Linear(hidden, num_classes)
         # Beside the paper's linear softmax, a ReLU layer that starts at zero (see side_branch); CE trains it.
@@ -125,7 +129,8 @@ class RecurrentAttention(nn.Module):
             if self.random_glimpses:
                 l_t = where[t + 1]
             else:
-                mu, l = self.locator(state[0], None if noise is None else noise[t], l_t)
+                seen = None if self.locator.fc_rho is None else self.glimpse.standardise(rho.to(l_t.dtype))
+                mu, l = self.locator(state[0], None if noise is None else noise[t], l_t, seen)
                 mus.append(mu)
                 draws.append(l)
                 l_t = l.clamp(-1, 1)

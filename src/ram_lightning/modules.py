@@ -48,8 +48,12 @@ class GlimpseNetwork(nn.Module):
         self.out_l = nn.Linear(hidden_l, glimpse_dim)
         self.mlp = side_branch(in_features, extra_hidden, glimpse_dim, "glimpse_hidden")
 
+    def standardise(self, rho: torch.Tensor) -> torch.Tensor:
+        """rho (B, k, C, g, g) -> (B, k * C * g * g), the pixels as the glimpse network reads them."""
+        return (rho.flatten(1) - self.pixel_mean) / self.pixel_std
+
     def forward(self, rho: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-        rho = (rho.flatten(1) - self.pixel_mean) / self.pixel_std  # (B, k * C * g * g)
+        rho = self.standardise(rho)  # (B, k * C * g * g)
         h_g = F.relu(self.fc_rho(rho))  # (B, hidden_g)
         h_l = F.relu(self.fc_l(l))  # (B, hidden_l)
         z = self.out_g(h_g) + self.out_l(h_l)  # (B, glimpse_dim)
@@ -87,11 +91,14 @@ class Locator(nn.Module):
 
     ``hidden_layer`` > 0 adds a ReLU layer of that width beside the linear map: mean tanh(Lin(h) + MLP(h)).
     ``reads_location`` adds the current location: mean tanh(Lin(h) + W l_t + ...), so that the next glimpse
-    can be placed relative to this one. Both start at zero, so a locator loaded from a linear one starts
-    out choosing the same means.
+    can be placed relative to this one. ``glimpse_features`` > 0 adds a linear map from the glimpse's own
+    (standardised) pixels, as many as that, which CE-trained features may not keep the digit's place in.
+    All start at zero, so a locator loaded from a linear one starts out choosing the same means.
     """
 
-    def __init__(self, hidden: int, std: float, hidden_layer: int = 0, reads_location: bool = False) -> None:
+    def __init__(
+        self, hidden: int, std: float, hidden_layer: int = 0, reads_location: bool = False, glimpse_features: int = 0
+    ) -> None:
         super().__init__()
         if std <= 0:
             raise ValueError(f"location std must be > 0, got {std}")
@@ -100,17 +107,24 @@ class Locator(nn.Module):
         self.fc = nn.Linear(hidden, 2)
         self.mlp = side_branch(hidden, hidden_layer, 2, "locator_hidden")
         self.fc_where = nn.Linear(2, 2, bias=False) if reads_location else None
-        if self.fc_where is not None:
-            nn.init.zeros_(self.fc_where.weight)
+        self.fc_rho = nn.Linear(glimpse_features, 2, bias=False) if glimpse_features else None
+        for fc in (self.fc_where, self.fc_rho):
+            if fc is not None:
+                nn.init.zeros_(fc.weight)
         self.std = std
 
     def forward(
-        self, h: torch.Tensor, noise: torch.Tensor | None, l_t: torch.Tensor | None = None
+        self,
+        h: torch.Tensor,
+        noise: torch.Tensor | None,
+        l_t: torch.Tensor | None = None,
+        rho: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the policy mean mu (B, 2) and the location drawn from pi (B, 2), detached and not yet clipped.
 
         ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean. ``l_t`` (B, 2) is the
-        current location, read only with ``reads_location``.
+        current location, read only with ``reads_location``; ``rho`` (B, glimpse_features) the standardised
+        pixels of the glimpse at l_t, read only with ``glimpse_features``.
         """
         h = h.detach()  # REINFORCE trains the locator only, never the core
         z = self.fc(h)  # (B, 2)
@@ -120,6 +134,10 @@ class Locator(nn.Module):
             if l_t is None:
                 raise ValueError("a locator that reads the location needs the current location l_t")
             z = z + self.fc_where(l_t.detach().to(z.dtype))
+        if self.fc_rho is not None:
+            if rho is None:
+                raise ValueError("a locator that reads the glimpse needs its pixels rho")
+            z = z + self.fc_rho(rho.detach().to(z.dtype))
         mu = torch.tanh(z)
         l = mu.detach() if noise is None else (mu + self.std * noise.to(mu.dtype)).detach()
         return mu, l

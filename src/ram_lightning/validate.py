@@ -53,8 +53,9 @@ def validate_model(model: DictConfig, canvas: tuple[int, int]) -> None:
         width = net.get(key, 0)
         ok = isinstance(width, int) and not isinstance(width, bool) and width >= 0
         require(ok, f"model.net.{key}", width, "must be an integer >= 0")
-    reads = net.get("locator_reads_location", False)
-    require(isinstance(reads, bool), "model.net.locator_reads_location", reads, "must be true or false")
+    for key in ("locator_reads_location", "locator_reads_glimpse"):
+        reads = net.get(key, False)
+        require(isinstance(reads, bool), f"model.net.{key}", reads, "must be true or false")
     largest = int(net.patch_size) * 2 ** (int(net.num_scales) - 1)
     require(
         largest <= 2 * max(canvas),
