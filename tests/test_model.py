@@ -6,6 +6,7 @@ import torch
 from conftest import quiet_trainer
 from ram_lightning import RAMLitModule, RecurrentAttention, hybrid_loss
 from ram_lightning.checkpoint import grow_hidden
+from ram_lightning.errors import ConfigError
 from ram_lightning.lit_module import build_net
 from ram_lightning.losses import BASELINES, REWARDS, advantage_of, distillation, reward_of
 
@@ -240,6 +241,21 @@ def test_policy_lr_scale_sets_the_policy_step_alone() -> None:
         scale = 3.0 if k.startswith("locator.") else 1.0
         assert torch.allclose(fast[k], scale * base[k], atol=1e-7), k
     assert any(base[k].abs().sum() > 0 for k in base if k.startswith("locator."))
+
+
+def test_lr_scale_sets_the_rate_of_named_parts() -> None:
+    base, _ = locator_step()
+    scaled, groups = locator_step(policy_lr_scale=3.0, lr_scale={"locator": {"fc": {"weight": 10}}, "classifier": 2})
+    assert groups == 4  # the rest, the locator's bias, its weight, the classifier
+    for k in base:
+        scale = {"locator.fc.weight": 30.0, "locator.": 3.0, "classifier.": 2.0}
+        want = next((v for prefix, v in scale.items() if k.startswith(prefix)), 1.0)
+        assert torch.allclose(scaled[k], want * base[k], atol=1e-7), k
+    net = {"kind": "ram", **TINY}
+    with pytest.raises(ConfigError, match=r"model.lr_scale.locator.fcx is not allowed: no part .* locator.fc"):
+        RAMLitModule(net, (1, 16, 16), lr_scale={"locator": {"fcx": 2}})
+    with pytest.raises(ConfigError, match=r"model.lr_scale.core=0 is not allowed: must be a number > 0"):
+        RAMLitModule(net, (1, 16, 16), lr_scale={"core": 0})
 
 
 def test_label_smoothing_softens_the_cross_entropy_only() -> None:

@@ -329,6 +329,8 @@ def test_ddp_cpu_trains_with_two_processes(shapes_folder, tmp_path) -> None:
         ("model.net.classifier_hidden=0.5", "model.net.classifier_hidden=0.5 is not allowed: must be an integer >= 0"),
         ("model.net.locator_reads_location=2", "locator_reads_location=2 is not allowed: must be true or false"),
         ("model.net.locator_reads_glimpse=3", "locator_reads_glimpse=3 is not allowed: must be true or false"),
+        ("+model.lr_scale.core=-1", "model.lr_scale.core=-1 is not allowed: must be a number > 0"),
+        ("+model.lr_scale.locator.fc_rho=2", "model.lr_scale.locator.fc_rho is not allowed: no part of this model"),
         ("ckpt_path=/nonexistent/x.ckpt", "checkpoint not found"),
         ("init_from=/nonexistent/x.ckpt", "(pass init_from="),
         ("data.batch_size=0", "data.batch_size=0"),

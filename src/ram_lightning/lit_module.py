@@ -11,7 +11,7 @@ from torchmetrics import ConfusionMatrix, MeanMetric
 
 from .baselines import ConvNet, FullyConnected
 from .data.datamodule import keys_order_by_step, reopen_cut_epoch
-from .errors import RAMError
+from .errors import ConfigError, RAMError
 from .losses import BASELINES, REWARDS, LossTerms, hybrid_loss
 from .model import RAMOutput, RecurrentAttention
 from .seeding import generator_for
@@ -36,6 +36,21 @@ def build_net(net: dict, in_shape: tuple[int, int, int], num_classes: int) -> to
     return NETS[kind](tuple(in_shape), num_classes, **kwargs)
 
 
+def flat_scales(scales: dict, prefix: str = "") -> dict[str, float]:
+    """{"locator": {"fc_rho": 30}} -> {"locator.fc_rho": 30.0}: nested keys, as Hydra overrides make them,
+    become dotted parameter-name prefixes; each scale must be a number > 0."""
+    flat = {}
+    for key, value in scales.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_scales(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            flat[name] = float(value)
+        else:
+            raise ConfigError(f"model.lr_scale.{name}={value!r} is not allowed: must be a number > 0")
+    return flat
+
+
 class RAMLitModule(pl.LightningModule):
     def __init__(
         self,
@@ -56,6 +71,7 @@ class RAMLitModule(pl.LightningModule):
         distill_weight: float = 0.0,
         baseline: str = "learned",
         policy_lr_scale: float = 1.0,
+        lr_scale: dict | None = None,
         seed: int = 0,
         compile: bool = False,
         recipe: dict | None = None,
@@ -77,12 +93,23 @@ class RAMLitModule(pl.LightningModule):
             net = OmegaConf.to_container(net, resolve=True)
         if isinstance(recipe, DictConfig):
             recipe = OmegaConf.to_container(recipe, resolve=True)
+        if isinstance(lr_scale, DictConfig):
+            lr_scale = OmegaConf.to_container(lr_scale, resolve=True)
+        lr_scale = flat_scales(lr_scale or {})
         in_shape = tuple(int(v) for v in in_shape)
         # Plain values only: the checkpoint alone rebuilds the model (recipe: how the inputs were made).
         self.save_hyperparameters(
             {**locals(), "net": net, "in_shape": in_shape, "recipe": recipe}, ignore=["self", "__class__"]
         )
         self.net = build_net(net, in_shape, num_classes)
+        names = [n for n, _ in self.net.named_parameters()]
+        for part in lr_scale:
+            if not any(n == part or n.startswith(part + ".") for n in names):
+                parts = sorted({n.rsplit(".", 1)[0] for n in names})
+                raise ConfigError(
+                    f"model.lr_scale.{part} is not allowed: no part of this model has that name; "
+                    f"choose from {', '.join(parts)}"
+                )
         names = ["train_err", "test_err_deterministic"]
         names += [f"{stage}_{kind}" for stage in ("val", "test") for kind in ("err", "err_mc", "err_per_path")]
         self.errors = torch.nn.ModuleDict({n: MeanMetric() for n in names})  # in percent
@@ -211,19 +238,27 @@ class RAMLitModule(pl.LightningModule):
         epochs = max(self.trainer.max_epochs or 1, 1)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
 
-    def _param_groups(self) -> list[dict]:
-        """The locator gets its own group only when its rate differs, so older checkpoints still resume.
+    def _rate_scale(self, name: str) -> float:
+        """lr(name) / lr for the net's parameter ``name``: policy_lr_scale for the locator's, times the
+        lr_scale of the longest part of the name that lr_scale lists."""
+        hp = self.hparams
+        scale = hp.policy_lr_scale if name.startswith("locator.") and self.has_policy else 1.0
+        listed = [part for part in flat_scales(hp.lr_scale or {}) if name == part or name.startswith(part + ".")]
+        return scale * flat_scales(hp.lr_scale)[max(listed, key=len)] if listed else scale
 
-        Its only gradient is the REINFORCE term (its input is detached), and Adam undoes a constant scale of a
-        parameter's gradient: reinforce_weight moves the policy only through the shared gradient-norm clip.
-        policy_lr_scale is the knob that sets how fast the policy moves against the rest of the model.
+    def _param_groups(self) -> list[dict]:
+        """One group per rate, in the order the parameters come (the rest, then the locator), so a model
+        with the default rates has one group and older checkpoints still resume.
+
+        The locator's only gradient is the REINFORCE term (its input is detached), and Adam undoes a constant
+        scale of a parameter's gradient: reinforce_weight moves the policy only through the shared gradient-norm
+        clip. policy_lr_scale is the knob that sets how fast the policy moves against the rest of the model;
+        lr_scale sets the rate of named parts, such as a side branch added to a trained model.
         """
-        if self.hparams.policy_lr_scale == 1.0 or not self.has_policy:
-            return [{"params": list(self.parameters())}]
-        policy = list(self.net.locator.parameters())
-        ids = {id(p) for p in policy}
-        rest = [p for p in self.parameters() if id(p) not in ids]
-        return [{"params": rest}, {"params": policy, "lr": self.hparams.lr * self.hparams.policy_lr_scale}]
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, p in self.net.named_parameters():
+            groups.setdefault(self._rate_scale(name), []).append(p)
+        return [{"params": ps, "lr": self.hparams.lr * scale} for scale, ps in groups.items()]
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams

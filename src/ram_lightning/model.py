@@ -129,8 +129,7 @@ class RecurrentAttention(nn.Module):
             if self.random_glimpses:
                 l_t = where[t + 1]
             else:
-                seen = None if self.locator.fc_rho is None else self.glimpse.standardise(rho.to(l_t.dtype))
-                mu, l = self.locator(state[0], None if noise is None else noise[t], l_t, seen)
+                mu, l = self.locator(state[0], None if noise is None else noise[t], l_t, rho.flatten(1))
                 mus.append(mu)
                 draws.append(l)
                 l_t = l.clamp(-1, 1)

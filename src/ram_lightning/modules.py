@@ -48,12 +48,8 @@ class GlimpseNetwork(nn.Module):
         self.out_l = nn.Linear(hidden_l, glimpse_dim)
         self.mlp = side_branch(in_features, extra_hidden, glimpse_dim, "glimpse_hidden")
 
-    def standardise(self, rho: torch.Tensor) -> torch.Tensor:
-        """rho (B, k, C, g, g) -> (B, k * C * g * g), the pixels as the glimpse network reads them."""
-        return (rho.flatten(1) - self.pixel_mean) / self.pixel_std
-
     def forward(self, rho: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-        rho = self.standardise(rho)  # (B, k * C * g * g)
+        rho = (rho.flatten(1) - self.pixel_mean) / self.pixel_std  # (B, k * C * g * g)
         h_g = F.relu(self.fc_rho(rho))  # (B, hidden_g)
         h_l = F.relu(self.fc_l(l))  # (B, hidden_l)
         z = self.out_g(h_g) + self.out_l(h_l)  # (B, glimpse_dim)
@@ -92,7 +88,9 @@ class Locator(nn.Module):
     ``hidden_layer`` > 0 adds a ReLU layer of that width beside the linear map: mean tanh(Lin(h) + MLP(h)).
     ``reads_location`` adds the current location: mean tanh(Lin(h) + W l_t + ...), so that the next glimpse
     can be placed relative to this one. ``glimpse_features`` > 0 adds a linear map from the glimpse's own
-    (standardised) pixels, as many as that, which CE-trained features may not keep the digit's place in.
+    pixels, as many as that, which CE-trained features may not keep the digit's place in. The pixels are read
+    as they are, not standardised: black background then adds nothing, and REINFORCE's noisy steps on the
+    weights of hundreds of background pixels do not add up to a drift of the mean.
     All start at zero, so a locator loaded from a linear one starts out choosing the same means.
     """
 
@@ -123,8 +121,8 @@ class Locator(nn.Module):
         """Return the policy mean mu (B, 2) and the location drawn from pi (B, 2), detached and not yet clipped.
 
         ``noise`` (B, 2) is a standard normal draw, or None to take the policy mean. ``l_t`` (B, 2) is the
-        current location, read only with ``reads_location``; ``rho`` (B, glimpse_features) the standardised
-        pixels of the glimpse at l_t, read only with ``glimpse_features``.
+        current location, read only with ``reads_location``; ``rho`` (B, glimpse_features) the pixels of the
+        glimpse at l_t, read only with ``glimpse_features``.
         """
         h = h.detach()  # REINFORCE trains the locator only, never the core
         z = self.fc(h)  # (B, 2)
