@@ -11,10 +11,11 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_cfg, run_cli
+from ram_lightning import RecurrentAttention
 from ram_lightning.checkpoint import read_checkpoint
 from ram_lightning.config import CONF_DIR
 from ram_lightning.errors import RAMError
-from ram_lightning.evaluate import _where_it_looked, evaluate, glimpses_on_digit
+from ram_lightning.evaluate import AimedLocator, _where_it_looked, evaluate, glimpses_on_digit
 from ram_lightning.results import retest, ship, verify
 from ram_lightning.train import checkpoint_to_test, train
 
@@ -255,9 +256,13 @@ def test_eval_says_whether_the_policy_mean_paths_looked_at_the_digit(train_cfg, 
     cfg = train_cfg("experiment=translated60", "data.canvas=40", "model.net.num_glimpses=2")
     metrics = train(cfg)
     out = f"out={tmp_path / 'report.json'}"
-    report = evaluate(
-        compose_cfg("eval", [f"ckpt_path={metrics['best_ckpt']}", f"paths.data_dir={cfg.paths.data_dir}", out])
-    )
+    args = [f"ckpt_path={metrics['best_ckpt']}", f"paths.data_dir={cfg.paths.data_dir}", out]
+    report = evaluate(compose_cfg("eval", [*args, "aim_at_digit=0"]))
+    # aimed 0 of the way to the digit is the model's own policy-mean path, outside Lightning's test loop
+    assert report["aim_at_digit"] == 0 and report["aimed_err_policy_mean"] == report["test_err_deterministic"]
+    assert 0 <= report["aimed_err_sampled"] <= 100
+    with pytest.raises(RAMError, match=re.escape("aim_at_digit=2 is not allowed: must be a number in [0, 1]")):
+        evaluate(compose_cfg("eval", [*args, "aim_at_digit=2"]))
     hit, off = report["policy_mean_on_digit"], report["policy_mean_errors_off_digit"]
     assert 0 <= hit <= 100 and 0 <= off <= 100
     # a 28x28 digit on a 40x40 canvas always covers the centre, where this model's first glimpse goes
@@ -265,6 +270,25 @@ def test_eval_says_whether_the_policy_mean_paths_looked_at_the_digit(train_cfg, 
     assert report["policy_mean_first_step_on_digit"] == 1
     counts = [c for c in report["policy_mean_glimpses_on_digit"].values() if c is not None]
     assert counts and all(1 <= c <= 2 for c in counts)  # the centred first glimpse, and perhaps the second
+
+
+def test_an_aimed_locator_moves_the_policy_mean_toward_the_target() -> None:
+    torch.manual_seed(0)
+    net = RecurrentAttention(
+        (1, 24, 24), patch_size=4, num_glimpses=3, hidden_g=8, hidden_l=8, glimpse_dim=16, hidden=16
+    )
+    x, target = torch.rand(5, 1, 24, 24), torch.rand(5, 2) - 0.5
+    own = net(x, deterministic=True).locations  # (B, T, 2)
+    for weight in (0.0, 0.5, 1.0):
+        net.locator = AimedLocator(locator := net.locator, weight)
+        net.locator.target = target
+        aimed = net(x, deterministic=True).locations
+        net.locator = locator
+        torch.testing.assert_close(aimed[:, 0], own[:, 0])  # the first glimpse is not the policy's to choose
+        if weight == 1.0:
+            torch.testing.assert_close(aimed[:, 1:], target[:, None].expand(5, 2, 2))
+        elif weight == 0.0:
+            torch.testing.assert_close(aimed, own)
 
 
 def test_loggers_get_plain_hparams_and_the_checkpoint_records_the_recipe(train_cfg) -> None:

@@ -92,6 +92,50 @@ def _where_it_looked(module: RAMLitModule, dm: RAMDataModule) -> dict:
     }
 
 
+class AimedLocator(torch.nn.Module):
+    """The model's location policy with its mean moved toward ``target`` (B, 2), the digit's centre: mean
+    (1 - weight) * mu + weight * target, sampled with the model's own std. Set ``target`` before each batch."""
+
+    def __init__(self, locator: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.inner, self.weight, self.std = locator, weight, locator.std
+        self.target: torch.Tensor | None = None
+
+    def forward(self, h, noise, l_t=None, rho=None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, _ = self.inner(h, None, l_t, rho)
+        mu = (1 - self.weight) * mu + self.weight * self.target
+        return mu, mu if noise is None else mu + self.std * noise.to(mu.dtype)
+
+    def log_prob(self, mu: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        return self.inner.log_prob(mu, l)
+
+
+@torch.no_grad()
+def aimed_errors(module: RAMLitModule, dm: RAMDataModule, split: str, weight: float) -> dict:
+    """Errors (%) of the policy-mean path and of one sampled path when every glimpse after the first is aimed
+    ``weight`` of the way from where the policy would look to the digit's centre: how much of the error a
+    better aim would remove, with the classifier as it is."""
+    net = module.net
+    boxes = dm.digit_boxes(split).float()  # (N, 4) top, left, bottom, right
+    H, W = dm.image_shape[-2:]
+    centres = torch.stack([(boxes[:, 1] + boxes[:, 3]) / W - 1, (boxes[:, 0] + boxes[:, 2]) / H - 1], 1)  # (N, 2)
+    loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+    locator, net.locator = net.locator, AimedLocator(net.locator, weight)
+    wrong, seen = {"policy_mean": 0, "sampled": 0}, 0
+    try:
+        for i, batch in enumerate(loader):
+            x, y = dm.transform_batch(batch)  # (B, C, H, W), (B,)
+            net.locator.target = centres[seen : seen + len(y)]
+            seen += len(y)
+            for kind in wrong:  # a seeded generator: a uniform first location is drawn from it too
+                g = torch.Generator().manual_seed(module.hparams.seed + i)
+                out = net(x, deterministic=kind == "policy_mean", generator=g)
+                wrong[kind] += (out.logits.argmax(-1) != y).sum().item()
+    finally:
+        net.locator = locator
+    return {f"aimed_err_{kind}": 100 * n / seen for kind, n in wrong.items()}
+
+
 def _where_line(looked: dict, T: int) -> str:
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
@@ -145,6 +189,15 @@ def evaluate(cfg: DictConfig) -> dict:
             )
         module.net.first_location = cfg.first_location
     dm = _datamodule(cfg, module)
+    weight = cfg.get("aim_at_digit")
+    if weight is not None:
+        ok = isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1
+        if not ok:
+            raise ConfigError(f"aim_at_digit={weight!r} is not allowed: must be a number in [0, 1]")
+        if not (module.has_policy and dm.variant != "plain"):
+            raise ConfigError(
+                f"aim_at_digit={weight}: needs a model with a location policy on translated or cluttered canvases"
+            )
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
@@ -155,6 +208,7 @@ def evaluate(cfg: DictConfig) -> dict:
     (trainer.test if test else trainer.validate)(module, datamodule=dm, verbose=False)
     metrics = epoch_metrics(trainer, f"{split}/")
     looked = _where_it_looked(module, dm) if placed else {}
+    aimed = {} if weight is None else {"aim_at_digit": weight, **aimed_errors(module, dm, split, float(weight))}
     report = {
         "ckpt_path": str(cfg.ckpt_path),
         "data": dm.recipe,
@@ -168,6 +222,7 @@ def evaluate(cfg: DictConfig) -> dict:
         f"{split}_err_deterministic": metrics.get(f"{split}/err_deterministic"),  # None: no policy, or val
         # None on plain images (the digit is everywhere) and for models without a policy
         **{key: looked.get(key) for key in WHERE_KEYS},
+        **aimed,
         "metrics": metrics,
         "confusion_matrix": module.test_confusion.compute().tolist() if test else None,  # rows: true, cols: predicted
         "seconds": round(time.perf_counter() - start, 2),
@@ -179,6 +234,11 @@ def evaluate(cfg: DictConfig) -> dict:
     with open(path, "x") as f:  # "x": fail rather than overwrite
         json.dump(report, f, indent=2)
     where = _where_line(looked, module.net.num_glimpses) if looked else ""
+    if aimed:
+        where += (
+            f"aimed {aimed['aim_at_digit']} of the way to the digit: policy-mean path "
+            f"{aimed['aimed_err_policy_mean']:.2f} %, one sampled path {aimed['aimed_err_sampled']:.2f} %\n"
+        )
     which = "test" if test else "validation"
     print(f"\n{cfg.ckpt_path} on {dm.name} {which} set:\n{format_metrics(metrics)}\n{where}report: {path}")
     return report
