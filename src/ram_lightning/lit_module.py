@@ -241,10 +241,10 @@ class RAMLitModule(pl.LightningModule):
     def _rate_scale(self, name: str) -> float:
         """lr(name) / lr for the net's parameter ``name``: policy_lr_scale for the locator's, times the
         lr_scale of the longest part of the name that lr_scale lists."""
-        hp = self.hparams
-        scale = hp.policy_lr_scale if name.startswith("locator.") and self.has_policy else 1.0
-        listed = [part for part in flat_scales(hp.lr_scale or {}) if name == part or name.startswith(part + ".")]
-        return scale * flat_scales(hp.lr_scale)[max(listed, key=len)] if listed else scale
+        scales = self.hparams.lr_scale  # flat: {"locator.fc_rho": 30.0}
+        scale = self.hparams.policy_lr_scale if name.startswith("locator.") and self.has_policy else 1.0
+        listed = [part for part in scales if name == part or name.startswith(part + ".")]
+        return scale * scales[max(listed, key=len)] if listed else scale
 
     def _param_groups(self) -> list[dict]:
         """One group per rate, in the order the parameters come (the rest, then the locator), so a model
