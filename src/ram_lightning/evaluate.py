@@ -189,12 +189,13 @@ def evaluate(cfg: DictConfig) -> dict:
             )
         module.net.first_location = cfg.first_location
     dm = _datamodule(cfg, module)
+    placed = module.has_policy and dm.variant != "plain"  # a policy, and where the digit lies is known
     weight = cfg.get("aim_at_digit")
     if weight is not None:
         ok = isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1
         if not ok:
             raise ConfigError(f"aim_at_digit={weight!r} is not allowed: must be a number in [0, 1]")
-        if not (module.has_policy and dm.variant != "plain"):
+        if not placed:
             raise ConfigError(
                 f"aim_at_digit={weight}: needs a model with a location policy on translated or cluttered canvases"
             )
@@ -202,12 +203,12 @@ def evaluate(cfg: DictConfig) -> dict:
         accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
     )
     test = split == "test"  # the policy-mean path, where it looked and the confusion matrix: test only
-    placed = test and module.has_policy and dm.variant != "plain"  # where the digit lies is known
-    module.policy_mean_paths = [] if placed else None
+    looks = test and placed  # where the policy-mean paths looked: on the test set
+    module.policy_mean_paths = [] if looks else None
     start = time.perf_counter()
     (trainer.test if test else trainer.validate)(module, datamodule=dm, verbose=False)
     metrics = epoch_metrics(trainer, f"{split}/")
-    looked = _where_it_looked(module, dm) if placed else {}
+    looked = _where_it_looked(module, dm) if looks else {}
     aimed = {} if weight is None else {"aim_at_digit": weight, **aimed_errors(module, dm, split, float(weight))}
     report = {
         "ckpt_path": str(cfg.ckpt_path),

@@ -89,8 +89,8 @@ class Locator(nn.Module):
     ``reads_location`` adds the current location: mean tanh(Lin(h) + W l_t + ...), so that the next glimpse
     can be placed relative to this one. ``glimpse_features`` > 0 adds a linear map from the glimpse's own
     pixels, as many as that, which CE-trained features may not keep the digit's place in. The pixels are read
-    as they are, not standardised: black background then adds nothing, and REINFORCE's noisy steps on the
-    weights of hundreds of background pixels do not add up to a drift of the mean.
+    as they are, not standardised, so black background adds nothing: standardised, hundreds of background
+    pixels share one value, and REINFORCE's noisy steps on their weights moved the mean (docs/results.md).
     All start at zero, so a locator loaded from a linear one starts out choosing the same means.
     """
 
